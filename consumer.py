@@ -1,0 +1,387 @@
+"""Running total sales per product from the `ventas-events` Kafka topic (Spark Structured Streaming).
+
+    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.12:<pyspark version> consumer.py
+
+Each record is parsed with the schema of schemas.py, its `products` exploded, and
+`cantidad * price` summed per product name, exactly (decimal). The totals are kept by Spark in
+complete output mode and printed as a table after every micro-batch. Records that are not a
+valid order are counted and written, with the reason, to --rejected-path; they never reach the
+totals and never stop the query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from schemas import (
+    CANTIDAD,
+    CORRUPT_RECORD,
+    MONEY,
+    NAME,
+    ORDER_ID,
+    PRICE,
+    PRICE_DECIMALS,
+    PRODUCT_COLUMN,
+    PRODUCTS,
+    QUANTITY,
+    TOTAL_SALES_COLUMN,
+    TOTALS_SCHEMA,
+    consumer_read_schema,
+)
+from ventas.config import (
+    EXIT_USAGE,
+    STATE_HOME,
+    UserError,
+    add_kafka_arguments,
+    bootstrap_list,
+    env,
+    fail,
+    positive_int,
+    setup_logging,
+)
+from ventas.table import format_batch
+
+log = logging.getLogger("consumer")
+
+REJECT_REASON = "reject_reason"
+ORDER = "order"
+MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
+SMALL_MACHINE_DEFAULTS = {
+    # A handful of products needs no 200 shuffle partitions: each one is a state store to load
+    # and commit every micro-batch. Fixed in the checkpoint at the first run; override with --conf.
+    "spark.sql.shuffle.partitions": "4",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+# ---------------------------------------------------------------- pure transformations
+
+
+def _is_bad_line(line: Column) -> Column:
+    """True unless the product line has a name, a whole quantity >= 1 and a price >= 0 in cents."""
+    cantidad, legacy_quantity, price = line[CANTIDAD], line[QUANTITY], line[PRICE]
+    quantity = F.coalesce(cantidad, legacy_quantity)
+    missing = line.isNull() | line[NAME].isNull() | quantity.isNull() | price.isNull()
+    invalid = (
+        (F.length(F.trim(line[NAME])) == 0)
+        | (quantity < 1)
+        | (cantidad.isNotNull() & legacy_quantity.isNotNull() & (cantidad != legacy_quantity))
+        | (price < 0)
+        | (price > MAX_PRICE)
+        | (price != F.round(price, PRICE_DECIMALS))
+    )
+    return F.when(missing, True).otherwise(invalid)
+
+
+def parse_orders(kafka_rows: DataFrame) -> DataFrame:
+    """Kafka rows (binary `value`) -> the same rows plus `order` (the parsed struct) and
+    `reject_reason`, null for a valid order and a short reason for anything else."""
+    value = F.col("value")
+    text = value.cast("string")
+    order = F.from_json(text, consumer_read_schema(), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
+    parsed = kafka_rows.withColumn(ORDER, order)
+    order_col = F.col(ORDER)
+    reason = (
+        F.when(value.isNull(), "tombstone (null value)")
+        .when(F.encode(text, "UTF-8") != value, "not valid UTF-8")
+        .when(order_col.isNull() | order_col[CORRUPT_RECORD].isNotNull(), "not a JSON object of the order schema")
+        .when(F.coalesce(F.length(F.trim(order_col[ORDER_ID])), F.lit(0)) == 0, "missing order_id")
+        .when(order_col[PRODUCTS].isNull(), "missing products array")
+        .when(F.exists(order_col[PRODUCTS], _is_bad_line), "invalid product line")
+    )
+    return parsed.withColumn(REJECT_REASON, reason)
+
+
+def rejected_records(parsed: DataFrame) -> DataFrame:
+    """The rejected rows as a user inspects them: where they came from, why, and the raw value."""
+    value = F.col("value")
+    is_text = F.encode(value.cast("string"), "UTF-8") == value
+    return parsed.where(F.col(REJECT_REASON).isNotNull()).select(
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        F.col("key").cast("string").alias("key"),
+        F.col(REJECT_REASON).alias("reason"),
+        F.when(is_text, value.cast("string")).alias("value"),
+        F.when(~is_text, F.base64(value)).alias("value_base64"),
+    )
+
+
+def sales_totals(parsed: DataFrame) -> DataFrame:
+    """Valid orders -> `Product`, `Total Sales` (sum of cantidad * price, decimal(38,2))."""
+    line = F.explode(F.col(ORDER)[PRODUCTS]).alias("line")
+    lines = parsed.where(F.col(REJECT_REASON).isNull()).select(line)
+    quantity = F.coalesce(F.col("line")[CANTIDAD], F.col("line")[QUANTITY])
+    amount = quantity * F.col("line")[PRICE].cast(MONEY)
+    return lines.groupBy(F.col("line")[NAME].alias(PRODUCT_COLUMN)).agg(
+        F.sum(amount).cast(TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType).alias(TOTAL_SALES_COLUMN)
+    )
+
+
+# ---------------------------------------------------------------- I/O
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consumer.py", description=__doc__.split("\n\n")[0])
+    add_kafka_arguments(parser)
+    parser.add_argument(
+        "--starting-offsets",
+        default=env("STARTING_OFFSETS", "earliest"),
+        help="where a new query starts: earliest, latest or Spark's JSON offsets; ignored once "
+        "the checkpoint exists (env STARTING_OFFSETS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-location",
+        default=None,
+        help="query checkpoints and the latest totals; delete it to start over "
+        f"(env CHECKPOINT_LOCATION; default {STATE_HOME}/checkpoints/TOPIC)",
+    )
+    parser.add_argument(
+        "--rejected-path",
+        default=None,
+        help="where rejected records are written as JSON lines "
+        f"(env REJECTED_PATH; default {STATE_HOME}/rejected/TOPIC)",
+    )
+    parser.add_argument(
+        "--trigger-interval",
+        default=env("TRIGGER_INTERVAL", "1 second"),
+        help="processing-time trigger, e.g. '5 seconds'; '0 seconds' runs batches back to back "
+        "(env TRIGGER_INTERVAL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--available-now",
+        action="store_true",
+        default=env("AVAILABLE_NOW", "false").lower() in ("1", "true", "yes"),
+        help="process everything in the topic now, print the final table and exit (env AVAILABLE_NOW)",
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger",
+        type=positive_int,
+        default=int(env("MAX_OFFSETS_PER_TRIGGER", "0")) or None,
+        help="cap on records per micro-batch (env MAX_OFFSETS_PER_TRIGGER; default no cap)",
+    )
+    parser.add_argument(
+        "--fail-on-data-loss",
+        default=env("FAIL_ON_DATA_LOSS", "true"),
+        choices=["true", "false"],
+        help="stop when offsets not yet processed were deleted from Kafka (retention) "
+        "(env FAIL_ON_DATA_LOSS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=float(env("KAFKA_CONNECT_TIMEOUT", "30")),
+        help="seconds to wait for the broker at start (env KAFKA_CONNECT_TIMEOUT; default %(default)s)",
+    )
+    return parser
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    args.checkpoint_location = (
+        args.checkpoint_location or env("CHECKPOINT_LOCATION", "") or str(STATE_HOME / "checkpoints" / args.topic)
+    )
+    args.rejected_path = args.rejected_path or env("REJECTED_PATH", "") or str(STATE_HOME / "rejected" / args.topic)
+    for name in ("checkpoint_location", "rejected_path"):
+        path = getattr(args, name)
+        if _local_path(path) is not None:
+            local = _local_path(path)
+            try:
+                local.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"--{name.replace('_', '-')} {path}: {error.strerror}", EXIT_USAGE) from None
+            if not os.access(local, os.R_OK | os.W_OK | os.X_OK):
+                raise UserError(f"--{name.replace('_', '-')} {path}: not readable and writable", EXIT_USAGE)
+
+
+def _local_path(location: str) -> Path | None:
+    """The local directory behind a location, or None for remote storage (hdfs://, s3a://, ...)."""
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else location).expanduser().resolve()
+    return None
+
+
+def check_topic(bootstrap_servers: str, topic: str, timeout_s: float) -> None:
+    """Fail fast, in one line, when the broker is unreachable or the topic missing (the Kafka source
+    itself would retry for minutes). Skipped when kafka-python is not installed on the driver."""
+    try:
+        from kafka import KafkaConsumer
+        from kafka.errors import NoBrokersAvailable
+    except ImportError:
+        return
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        client = KafkaConsumer(
+            bootstrap_servers=bootstrap_list(bootstrap_servers),
+            api_version_auto_timeout_ms=timeout_ms,
+            request_timeout_ms=max(timeout_ms, 1000) + 1,
+        )
+    except NoBrokersAvailable:
+        raise UserError(f"no Kafka broker reachable at {bootstrap_servers}") from None
+    try:
+        if topic not in client.topics():
+            raise UserError(f"topic {topic!r} not found on {bootstrap_servers} (scripts/kafka-local start creates it)")
+    finally:
+        client.close()
+
+
+class TotalsPrinter:
+    """foreachBatch sink of the complete-mode totals: prints the table and keeps the latest one in
+    `<checkpoint>/latest-totals.json`, so a restart with nothing new to read can still show it."""
+
+    def __init__(self, checkpoint_location: str) -> None:
+        local = _local_path(checkpoint_location)
+        self.snapshot = local / "latest-totals.json" if local else None
+        self.batches = 0
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
+        print(format_batch(batch_id, totals), flush=True)
+        self.batches += 1
+        if self.snapshot:
+            content = {
+                "batch_id": batch_id,
+                "written_at": datetime.now(UTC).isoformat(),
+                "totals": {name: str(total) for name, total in totals.items()},
+            }
+            staging = self.snapshot.with_suffix(".tmp")
+            staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
+            staging.replace(self.snapshot)
+
+    def print_latest(self) -> None:
+        """Print the stored table (when no batch ran in this process)."""
+        if self.snapshot and self.snapshot.exists():
+            latest = json.loads(self.snapshot.read_text())
+            totals = {name: Decimal(total) for name, total in latest["totals"].items()}
+            print(format_batch(latest["batch_id"], totals), flush=True)
+        else:
+            print(format_batch(0, {}), flush=True)
+
+
+class RejectedWriter:
+    """foreachBatch sink of rejected records: JSON lines under `<path>/batch_id=N` (rewritten, not
+    appended, if Spark replays the batch), with a count printed for every batch that has any."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path.rstrip("/")
+        self.total = 0
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            count = batch.count()
+            if count:
+                batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
+                self.total += count
+                print(
+                    f"Rejected: {count} records in batch {batch_id} ({self.total} since start), "
+                    f"kept in {self.path}/batch_id={batch_id}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            batch.unpersist()
+
+
+def create_session() -> SparkSession:
+    from pyspark import SparkConf
+
+    conf = SparkConf()
+    for key, value in SMALL_MACHINE_DEFAULTS.items():
+        if not conf.contains(key):
+            conf.set(key, value)
+    spark = SparkSession.builder.appName("ventas-events-totals").config(conf=conf).getOrCreate()
+    spark.sparkContext.setLogLevel(env("SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", args.bootstrap_servers)
+        .option("subscribe", args.topic)
+        .option("startingOffsets", args.starting_offsets)
+        .option("failOnDataLoss", args.fail_on_data_loss)
+    )
+    if args.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)
+    try:
+        return reader.load()
+    except Exception as error:  # AnalysisException when the connector jar is missing
+        if "Failed to find data source: kafka" in str(error):
+            from ventas.jars import spark_kafka_package
+
+            raise UserError(
+                "the Spark Kafka connector is not on the classpath: run with "
+                f"spark-submit --packages {spark_kafka_package()} consumer.py"
+            ) from None
+        raise
+
+
+def run(args: argparse.Namespace, stop: threading.Event) -> None:
+    spark = create_session()
+    try:
+        parsed = parse_orders(kafka_stream(spark, args))
+        trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
+        printer = TotalsPrinter(args.checkpoint_location)
+        totals_query = (
+            sales_totals(parsed)
+            .writeStream.outputMode("complete")
+            .foreachBatch(printer)
+            .option("checkpointLocation", f"{args.checkpoint_location}/totals")
+            .queryName("totals")
+            .trigger(**trigger)
+            .start()
+        )
+        rejected_query = (
+            rejected_records(parsed)
+            .writeStream.outputMode("append")
+            .foreachBatch(RejectedWriter(args.rejected_path))
+            .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
+            .queryName("rejected")
+            .trigger(**trigger)
+            .start()
+        )
+        queries = [totals_query, rejected_query]
+        while not stop.is_set() and any(q.isActive for q in queries):
+            for query in queries:
+                query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
+        for query in queries:
+            query.stop()
+        if args.available_now and printer.batches == 0:
+            printer.print_latest()
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        resolve_paths(args)
+        check_topic(args.bootstrap_servers, args.topic, args.connect_timeout)
+        run(args, stop)
+    except UserError as error:
+        fail(parser.prog, error)
+
+
+if __name__ == "__main__":
+    main()

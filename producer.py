@@ -1,0 +1,208 @@
+"""Publish simulated e-commerce orders to Kafka (`ventas-events`), one JSON object per record.
+
+    python producer.py [--bootstrap-servers HOST:PORT] [--topic T] [--rate N] [--count N]
+                       [--seed N] [--summary-file PATH]
+
+Delivery is acks=all with retries and the idempotent producer. On exit (count reached, Ctrl-C or
+SIGTERM) every pending record is flushed, a one-line summary is printed, and --summary-file gets
+the exact per-product totals of the orders the broker acknowledged: the consumer's ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from ventas.config import (
+    EXIT_RUNTIME_ERROR,
+    UserError,
+    add_kafka_arguments,
+    bootstrap_list,
+    env,
+    fail,
+    non_negative_float,
+    positive_int,
+    setup_logging,
+)
+from ventas.orders import Order, OrderGenerator
+
+log = logging.getLogger("producer")
+PROGRESS_EVERY_S = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="producer.py",
+        description="Publish simulated e-commerce orders (JSON) to Kafka.",
+        epilog="With --seed every message is byte-identical between runs except sale_date, "
+        "which is the time the order is sent (dd/MM/yyyy HH:mm:ss, local time).",
+    )
+    add_kafka_arguments(parser)
+    parser.add_argument(
+        "--rate",
+        type=non_negative_float,
+        default=non_negative_float(env("PRODUCER_RATE", "10")),
+        help="orders per second, 0 = as fast as possible (env PRODUCER_RATE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--count",
+        type=positive_int,
+        default=None,
+        help="stop after this many orders (env PRODUCER_COUNT; default: until Ctrl-C/SIGTERM)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for a reproducible stream (env PRODUCER_SEED)")
+    parser.add_argument(
+        "--summary-file",
+        type=Path,
+        default=None,
+        help="write a JSON summary with the acknowledged orders' per-product totals here",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=non_negative_float,
+        default=non_negative_float(env("KAFKA_CONNECT_TIMEOUT", "30")),
+        help="seconds to wait for the broker at start (env KAFKA_CONNECT_TIMEOUT; default %(default)s)",
+    )
+    if env("PRODUCER_COUNT", ""):
+        parser.set_defaults(count=positive_int(env("PRODUCER_COUNT", "")))
+    if env("PRODUCER_SEED", ""):
+        parser.set_defaults(seed=int(env("PRODUCER_SEED", "")))
+    return parser
+
+
+@dataclass
+class DeliveryReport:
+    """What the broker acknowledged, updated from kafka-python's delivery callbacks."""
+
+    sent: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def on_success(self, order: Order) -> None:
+        with self._lock:
+            self.acknowledged += 1
+            for line in order.products:
+                self.totals[line.name] += line.amount
+
+    def on_failure(self, order: Order, error: Exception) -> None:
+        with self._lock:
+            self.failed += 1
+        log.error("order %s was not delivered: %s", order.order_id, error)
+
+    def as_json(self, topic: str, elapsed_s: float) -> dict:
+        with self._lock:
+            return {
+                "topic": topic,
+                "orders_sent": self.sent,
+                "orders_acknowledged": self.acknowledged,
+                "orders_failed": self.failed,
+                "elapsed_s": round(elapsed_s, 3),
+                "totals": {name: str(total) for name, total in sorted(self.totals.items())},
+            }
+
+
+def connect(bootstrap_servers: str, timeout_s: float):
+    """A KafkaProducer with safe delivery settings, or UserError once the broker stayed unreachable."""
+    from kafka import KafkaProducer
+    from kafka.errors import NoBrokersAvailable
+
+    hosts = bootstrap_list(bootstrap_servers)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return KafkaProducer(
+                bootstrap_servers=hosts,
+                acks="all",
+                enable_idempotence=True,
+                retries=2**31 - 1,
+                retry_backoff_ms=200,
+                delivery_timeout_ms=120_000,
+                max_in_flight_requests_per_connection=1,  # kafka-python's idempotent producer requires 1
+                linger_ms=5,
+                batch_size=64 * 1024,
+                max_block_ms=30_000,
+            )
+        except NoBrokersAvailable:
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"no Kafka broker reachable at {bootstrap_servers} after {timeout_s:.0f}s "
+                    "(start one with: scripts/kafka-local start)"
+                ) from None
+            time.sleep(1)
+
+
+def produce(args: argparse.Namespace, stop: threading.Event) -> tuple[DeliveryReport, float]:
+    """Send orders until --count or `stop`; flush and close. Returns the report and elapsed seconds."""
+    from kafka.errors import KafkaTimeoutError
+
+    producer = connect(args.bootstrap_servers, args.connect_timeout)
+    report = DeliveryReport()
+    generator = OrderGenerator(args.seed)
+    interval = 1 / args.rate if args.rate else 0.0
+    started = time.monotonic()
+    next_progress = started + PROGRESS_EVERY_S
+    try:
+        try:
+            producer.partitions_for(args.topic)
+        except KafkaTimeoutError:
+            raise UserError(f"topic {args.topic!r} not found on {args.bootstrap_servers}") from None
+        while not stop.is_set() and (args.count is None or report.sent < args.count):
+            order = generator.order(datetime.now())
+            future = producer.send(args.topic, key=order.order_id.encode(), value=order.to_json())
+            future.add_callback(lambda _, o=order: report.on_success(o))
+            future.add_errback(lambda error, o=order: report.on_failure(o, error))
+            report.sent += 1
+            now = time.monotonic()
+            if now >= next_progress:
+                log.info(
+                    "sent %d orders (%.0f/s), acknowledged %d, failed %d",
+                    report.sent,
+                    report.sent / max(now - started, 1e-9),
+                    report.acknowledged,
+                    report.failed,
+                )
+                next_progress = now + PROGRESS_EVERY_S
+            if interval:
+                stop.wait(max(0.0, started + report.sent * interval - now))
+    finally:
+        producer.flush()
+        producer.close()
+    return report, time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        report, elapsed = produce(args, stop)
+    except UserError as error:
+        fail(parser.prog, error)
+    summary = report.as_json(args.topic, elapsed)
+    if args.summary_file:
+        args.summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"producer: sent {report.sent} orders, {report.acknowledged} acknowledged, {report.failed} failed, "
+        f"in {elapsed:.1f}s ({report.acknowledged / max(elapsed, 1e-9):.0f} orders/s)"
+    )
+    if report.failed:
+        sys.exit(EXIT_RUNTIME_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Helpers shared by producer.py, consumer.py and scripts/ (configuration, local broker, jars)."""

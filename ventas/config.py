@@ -1,0 +1,101 @@
+"""Command-line flags with environment-variable defaults, one definition for every entry point.
+
+The producer, the consumer, scripts/ and docker-compose.yml all read the same variable names,
+so a value set once in the environment reaches every part of the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+DEFAULT_TOPIC = "ventas-events"
+STATE_HOME = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "ventas"
+
+EXIT_RUNTIME_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake a user can fix (bad value, broker down); reported as one line, never a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def env(name: str, default: str) -> str:
+    """The value of environment variable `name`, or `default` when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every Kafka client of this project shares."""
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=env("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP_SERVERS),
+        help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT] (env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--topic",
+        default=env("KAFKA_TOPIC", DEFAULT_TOPIC),
+        help="topic of the order events (env KAFKA_TOPIC; default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=env("LOG_LEVEL", "WARNING"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level; INFO adds progress lines (env LOG_LEVEL; default %(default)s)",
+    )
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def bootstrap_list(servers: str) -> list[str]:
+    """Split and check a bootstrap string, so a typo fails before any connection attempt."""
+    hosts = [s.strip() for s in servers.split(",") if s.strip()]
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"bad bootstrap server {host!r}: expected HOST:PORT", EXIT_USAGE)
+    if not hosts:
+        raise UserError("no bootstrap servers given", EXIT_USAGE)
+    return hosts
+
+
+def setup_logging(level: str) -> None:
+    """Quiet by default: warnings only, INFO for progress lines. kafka-python logs every refused
+    connection attempt at ERROR, so its own logger speaks only at DEBUG; our code reports failures."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+
+
+def fail(prog: str, error: UserError) -> NoReturn:
+    """Print a user error as one line and exit with its code."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    sys.exit(error.exit_code)

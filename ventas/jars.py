@@ -1,0 +1,153 @@
+"""The JVM pieces fetched once from Maven Central and cached under the user's home.
+
+* The Kafka broker's classpath (kafka_2.13 + kafka-tools, version pinned in
+  scripts/kafka-broker-pom.xml) is copied by Maven into ~/.cache/ventas/kafka-<version>/libs.
+* The Spark Kafka connector goes into ~/.m2/repository, where `spark-submit --packages`
+  (Ivy) looks first, so the seed's own command then works with no other network access.
+  Its coordinate follows the installed pyspark: Scala suffix and version are read from it.
+
+Run `python -m ventas.jars` to fetch both; `--print-package` prints the connector coordinate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ventas.config import UserError, fail
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_POM = ROOT / "scripts" / "kafka-broker-pom.xml"
+CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ventas"
+M2_REPOSITORY = Path.home() / ".m2" / "repository"
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in the broker pom (the one place it is written)."""
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", BROKER_POM.read_text())
+    if not match:
+        raise RuntimeError(f"no <kafka.version> in {BROKER_POM}")
+    return match.group(1)
+
+
+def kafka_libs_dir() -> Path:
+    return CACHE_HOME / f"kafka-{kafka_version()}" / "libs"
+
+
+def spark_scala_and_version() -> tuple[str, str]:
+    """Scala binary version and Spark version of the installed pyspark (e.g. ('2.12', '3.5.7'))."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    core = next(jars.glob("spark-core_*.jar"), None)
+    if core is None:
+        raise UserError(f"no spark-core jar in {jars}: is pyspark installed correctly?")
+    scala = core.name.removeprefix("spark-core_").split("-", 1)[0]
+    return scala, pyspark.__version__
+
+
+def spark_kafka_package() -> str:
+    """The `--packages` coordinate of the Spark Kafka connector matching the installed pyspark."""
+    scala, version = spark_scala_and_version()
+    return f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{version}"
+
+
+def _maven(args: list[str], what: str) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise UserError(f"{what} is not cached and Maven (mvn) is not installed to fetch it: install Maven")
+    result = subprocess.run([mvn, "-B", "-q", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+        detail = lines[0].strip() if lines else f"mvn exited {result.returncode}"
+        raise UserError(f"{what} is not cached and Maven could not fetch it from Maven Central: {detail}")
+
+
+def ensure_kafka_libs() -> Path:
+    """The broker classpath directory, fetched on first use."""
+    libs = kafka_libs_dir()
+    done = libs / ".complete"
+    if not done.exists():
+        staging = libs.with_name("libs.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        _maven(
+            [
+                "-f",
+                str(BROKER_POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
+            ],
+            f"Kafka {kafka_version()} broker jars",
+        )
+        shutil.rmtree(libs, ignore_errors=True)
+        staging.rename(libs)
+        done.touch()
+    return libs
+
+
+def _ivy_missing_jars(package: str) -> list[str]:
+    """Resolve `package` as `spark-submit --packages` does; the G:A:V whose jar Ivy could not get.
+
+    Ivy takes the newest version of a module where Maven takes the nearest, so after Maven's
+    resolution ~/.m2 can hold only the pom of the version Ivy wants (slf4j-api is the usual one).
+    """
+    import pyspark
+
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    with tempfile.TemporaryDirectory() as tmp:
+        noop = Path(tmp) / "noop.py"
+        noop.write_text("")
+        result = subprocess.run(
+            [str(spark_submit), "--packages", package, str(noop)],
+            capture_output=True, text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        )
+    missing = re.findall(r"download failed: ([^#\s]+)#([^;\s]+);([^!\s]+)!", result.stderr + result.stdout)
+    if result.returncode != 0 and not missing:
+        raise UserError(f"spark-submit could not resolve {package}: {result.stderr.strip().splitlines()[-1:]}")
+    return sorted({":".join(gav) for gav in missing})
+
+
+def ensure_spark_kafka_connector() -> str:
+    """The connector coordinate, with everything `spark-submit --packages` needs in ~/.m2/repository."""
+    package = spark_kafka_package()
+    done = CACHE_HOME / f"{package.replace(':', '_')}.complete"
+    if not done.exists():
+        _maven(["dependency:get", f"-Dartifact={package}", "-Dtransitive=true"], f"Spark connector {package}")
+        for _ in range(10):
+            missing = _ivy_missing_jars(package)
+            if not missing:
+                break
+            for artifact in missing:
+                _maven(["dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"], artifact)
+        else:
+            raise UserError(f"spark-submit still cannot resolve {package} from {M2_REPOSITORY}")
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.touch()
+    return package
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ventas.jars", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--print-package", action="store_true", help="print the connector coordinate only")
+    args = parser.parse_args(argv)
+    try:
+        if args.print_package:
+            print(spark_kafka_package())
+            return
+        libs = ensure_kafka_libs()
+        package = ensure_spark_kafka_connector()
+    except UserError as error:
+        fail(parser.prog, error)
+    print(f"Kafka {kafka_version()} broker jars: {libs}", file=sys.stderr)
+    print(f"Spark Kafka connector: {package} (in {M2_REPOSITORY})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
