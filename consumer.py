@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -290,7 +289,6 @@ class RejectedWriter:
                 print(
                     f"Rejected: {count} records in batch {batch_id} ({self.total} since start), "
                     f"kept in {self.path}/batch_id={batch_id}",
-                    file=sys.stderr,
                     flush=True,
                 )
         finally:

@@ -106,7 +106,9 @@ def _ivy_missing_jars(package: str) -> list[str]:
         noop.write_text("")
         result = subprocess.run(
             [str(spark_submit), "--packages", package, str(noop)],
-            capture_output=True, text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYSPARK_PYTHON": sys.executable},
         )
     missing = re.findall(r"download failed: ([^#\s]+)#([^;\s]+);([^!\s]+)!", result.stderr + result.stdout)
     if result.returncode != 0 and not missing:

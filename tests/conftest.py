@@ -1,0 +1,60 @@
+"""Fixtures: a real Kafka broker for the session (or KAFKA_BOOTSTRAP_SERVERS), a fresh topic per
+test, and a small local SparkSession for the transformation's unit tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ventas.kafka_local import LocalBroker, free_port
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real broker: KAFKA_BOOTSTRAP_SERVERS if set, else a local one on a free
+    port with its own data dir, stopped (by PID) when the session ends."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = LocalBroker(free_port(), tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> str:
+    """A new two-partition topic, so tests never see each other's records."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    name = f"ventas-test-{uuid.uuid4().hex[:12]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+    finally:
+        admin.close()
+    return name
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("ventas-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

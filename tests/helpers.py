@@ -1,0 +1,106 @@
+"""Running the project's commands the way a user does, and reading what they print or publish."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from ventas.processes import ROOT, pipeline_env, spark_submit_command
+
+TIMEOUT_S = 300
+SEED_SAMPLE = (
+    b'{"order_id": "b253f149-3f22-413c-9427-a79c38d65a2c", "customer_document": "431-61-5633", '
+    b'"products": [{"name": "Smartwatch", "cantidad": 3, "price": 1401}, '
+    b'{"name": "Laptop", "cantidad": 1, "price": 2000}], "sale_date": "12/05/2025 15:33:35"}'
+)
+
+
+def run_producer(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "producer.py"), *args],
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+        timeout=timeout,
+    )
+
+
+def run_consumer(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        spark_submit_command(args), capture_output=True, text=True, env=pipeline_env(), timeout=timeout
+    )
+
+
+def consumer_args(bootstrap: str, topic: str, state: Path, *extra: str) -> list[str]:
+    return [
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--checkpoint-location",
+        str(state / "checkpoint"),
+        "--rejected-path",
+        str(state / "rejected"),
+        *extra,
+    ]
+
+
+def printed_tables(stdout: str) -> list[dict[str, Decimal]]:
+    """Every totals table the consumer printed, oldest first, as {product: total}."""
+    tables = []
+    for block in re.split(r"^-{43}\nBatch: \d+\n-{43}\n", stdout, flags=re.MULTILINE)[1:]:
+        rows = [line for line in block.splitlines() if line.startswith("|")][1:]
+        tables.append(
+            {cells[0].rstrip(): Decimal(cells[1].strip()) for cells in (row.strip("|").rsplit("|", 1) for row in rows)}
+        )
+    return tables
+
+
+def summary_totals(path: Path) -> dict[str, Decimal]:
+    return {name: Decimal(total) for name, total in json.loads(path.read_text())["totals"].items()}
+
+
+def rejected_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for file in sorted(path.glob("batch_id=*/*.json")) for line in file.open()]
+
+
+def send_values(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for value in values:
+        producer.send(topic, key=b"test", value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(bootstrap: str, topic: str) -> list:
+    """Every record in the topic, ending when no record arrives for a few seconds."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def exact_json(obj: object) -> str:
+    """json.dumps that writes Decimal as an exact number literal (the json module cannot)."""
+    if isinstance(obj, Decimal):
+        return format(obj, "f")
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {exact_json(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, list | tuple):
+        return "[" + ", ".join(exact_json(v) for v in obj) + "]"
+    return json.dumps(obj)

@@ -1,0 +1,187 @@
+"""consumer.py through real spark-submit and the real Kafka source, against the local broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    SEED_SAMPLE,
+    consumer_args,
+    printed_tables,
+    rejected_rows,
+    run_consumer,
+    run_producer,
+    send_values,
+    summary_totals,
+)
+from tests.test_transform import GARBAGE, order
+from ventas.kafka_local import free_port
+from ventas.processes import pipeline_env, spark_submit_command, stop
+
+pytestmark = pytest.mark.integration
+
+
+def produce(bootstrap: str, topic: str, summary: Path, count: int, seed: int) -> dict[str, Decimal]:
+    result = run_producer(
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        str(count),
+        "--rate",
+        "0",
+        "--seed",
+        str(seed),
+        "--summary-file",
+        str(summary),
+    )
+    assert result.returncode == 0, result.stderr
+    return summary_totals(summary)
+
+
+def test_available_now_totals_equal_the_producers_ground_truth(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    truth = produce(kafka_bootstrap, topic, tmp_path / "summary.json", count=3000, seed=5)
+
+    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert result.returncode == 0, result.stderr
+    assert printed_tables(result.stdout)[-1] == truth
+    assert "Traceback" not in result.stderr and " INFO " not in result.stderr
+
+    # A restart resumes from the checkpoint: new orders are added once, old ones not again.
+    more = produce(kafka_bootstrap, topic, tmp_path / "more.json", count=1000, seed=6)
+    again = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert again.returncode == 0, again.stderr
+    expected = {name: truth.get(name, 0) + more.get(name, 0) for name in truth.keys() | more.keys()}
+    assert printed_tables(again.stdout)[-1] == expected
+
+    # Nothing new to read: the latest table is still printed.
+    idle = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert idle.returncode == 0, idle.stderr
+    assert printed_tables(idle.stdout) == [expected]
+
+
+def test_the_seed_sample_alone(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    send_values(kafka_bootstrap, topic, [SEED_SAMPLE])
+    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert result.returncode == 0, result.stderr
+    assert printed_tables(result.stdout)[-1] == {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00")}
+    assert "|Smartwatch|4203.00    |" in result.stdout
+
+
+def test_garbage_is_counted_and_kept_and_never_reaches_the_totals(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    valid = order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 3, "price": 9.99})
+    garbage = [*GARBAGE, b"x" * 1_000_000, b"\xff\xfe\x00garbage"]
+    values = [valid] + [v for g in garbage for v in (g, valid)]
+    send_values(kafka_bootstrap, topic, values)
+
+    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert result.returncode == 0, result.stderr
+    n_valid = len(garbage) + 1
+    assert printed_tables(result.stdout)[-1] == {"Laptop": 2000 * n_valid, "Mouse": Decimal("29.97") * n_valid}
+    rejected = rejected_rows(tmp_path / "rejected")
+    assert len(rejected) == len(garbage)
+    assert f"Rejected: {len(garbage)} records in batch 0" in result.stdout
+    assert {r["reason"] for r in rejected} >= {"tombstone (null value)", "not valid UTF-8", "invalid product line"}
+
+
+def test_streaming_refreshes_the_table_as_orders_arrive(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    out = (tmp_path / "out.txt").open("w+")
+    err = (tmp_path / "err.txt").open("w+")
+    consumer = subprocess.Popen(
+        spark_submit_command(consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second")),
+        stdout=out,
+        stderr=err,
+        env=pipeline_env(),
+        start_new_session=True,
+    )
+    try:
+        send_values(kafka_bootstrap, topic, [SEED_SAMPLE])
+        first = {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00")}
+        wait_for_table(tmp_path / "out.txt", first, consumer)
+        send_values(kafka_bootstrap, topic, [order({"name": "Laptop", "cantidad": 2, "price": 2000})])
+        wait_for_table(tmp_path / "out.txt", {"Laptop": Decimal("6000.00"), "Smartwatch": Decimal("4203.00")}, consumer)
+    finally:
+        code = stop(consumer, signal.SIGINT)  # as a terminal's Ctrl-C does
+    assert code in (0, 130)  # spark-submit's JVM exits 128 + SIGINT
+    assert "Traceback" not in (tmp_path / "err.txt").read_text()
+
+
+def printed_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """Everything the consumer printed (spark-submit sends the Python driver's stderr to stdout)."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    return output.splitlines()
+
+
+def wait_for_table(out: Path, expected: dict[str, Decimal], process: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if expected in printed_tables(out.read_text()):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no table {expected} in consumer output: {printed_tables(out.read_text())[-3:]}")
+
+
+def test_missing_topic_and_unreachable_broker_are_one_line(kafka_bootstrap: str, tmp_path: Path) -> None:
+    missing = run_consumer(*consumer_args(kafka_bootstrap, "no-such-topic", tmp_path, "--available-now"))
+    assert missing.returncode == 1
+    assert (
+        f"consumer.py: error: topic 'no-such-topic' not found on {kafka_bootstrap} "
+        "(scripts/kafka-local start creates it)"
+    ) in printed_lines(missing)
+
+    address = f"127.0.0.1:{free_port()}"
+    down = run_consumer(*consumer_args(address, "ventas-events", tmp_path, "--connect-timeout", "2"))
+    assert down.returncode == 1
+    assert f"consumer.py: error: no Kafka broker reachable at {address}" in printed_lines(down)
+
+
+def test_unusable_checkpoint_location_is_a_usage_error(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = run_consumer(
+        "--bootstrap-servers",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--available-now",
+        "--checkpoint-location",
+        str(a_file / "checkpoint"),
+    )
+    assert result.returncode == 2
+    assert f"consumer.py: error: --checkpoint-location {a_file}/checkpoint: Not a directory" in printed_lines(result)
+
+
+def test_without_the_connector_it_says_which_package_to_add(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    import sys
+
+    from ventas.jars import spark_kafka_package
+    from ventas.processes import ROOT
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "consumer.py"),
+            *consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"),
+        ],
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert (
+        "consumer.py: error: the Spark Kafka connector is not on the classpath: run with "
+        f"spark-submit --packages {spark_kafka_package()} consumer.py"
+    ) in printed_lines(result)

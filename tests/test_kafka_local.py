@@ -1,0 +1,90 @@
+"""The local broker: a real Kafka 4.0 that a client can write to and read from, managed by PID."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import read_topic
+from ventas.kafka_local import LocalBroker, free_port
+from ventas.processes import ROOT
+
+pytestmark = pytest.mark.integration
+KAFKA_LOCAL = str(ROOT / "scripts" / "kafka-local")
+
+
+def kafka_local(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([KAFKA_LOCAL, *args], capture_output=True, text=True, timeout=180)
+
+
+def java_processes_using(data_dir: Path) -> list[str]:
+    ps = subprocess.run(["pgrep", "-af", "kafka.Kafka"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(data_dir) in line]
+
+
+def test_a_record_written_with_kafka_python_reads_back(kafka_bootstrap: str, topic: str) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(topic, key=b"k", value=b'{"hola": "mundo"}').get(timeout=30)
+    producer.close()
+
+    records = read_topic(kafka_bootstrap, topic)
+    assert [(r.key, r.value) for r in records] == [(b"k", b'{"hola": "mundo"}')]
+
+
+def test_start_status_stop_twice_leaves_nothing_running(tmp_path: Path) -> None:
+    port, data_dir = str(free_port()), tmp_path / "broker"
+    for _ in range(2):
+        started = kafka_local("start", "--port", port, "--data-dir", str(data_dir), "--topic", "ventas-events")
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == f"127.0.0.1:{port}"
+        again = kafka_local("start", "--port", port, "--data-dir", str(data_dir))
+        assert again.returncode == 0 and "already running" in again.stderr
+        assert len(java_processes_using(data_dir)) == 1
+
+        status = kafka_local("status", "--port", port, "--data-dir", str(data_dir))
+        assert status.returncode == 0 and f"running at 127.0.0.1:{port}" in status.stdout
+        assert "ventas-events" in {r for r in _topics(f"127.0.0.1:{port}")}
+
+        stopped = kafka_local("stop", "--port", port, "--data-dir", str(data_dir))
+        assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
+        assert java_processes_using(data_dir) == []
+        assert kafka_local("status", "--port", port, "--data-dir", str(data_dir)).returncode == 3
+
+
+def _topics(bootstrap: str) -> list[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return admin.list_topics()
+    finally:
+        admin.close()
+
+
+def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = kafka_local("start", "--port", str(port), "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"kafka-local: error: port {port} on 127.0.0.1 is taken: stop what uses it or pass --port"
+    )
+
+
+def test_broker_that_cannot_start_names_its_log(tmp_path: Path) -> None:
+    broker = LocalBroker(free_port(), tmp_path)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "meta.properties").write_text("garbage=1\n")  # an unusable data dir
+    result = kafka_local("start", "--port", str(broker.port), "--data-dir", str(tmp_path), "--timeout", "60")
+    assert result.returncode == 1
+    assert str(broker.log_file) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert java_processes_using(tmp_path) == []

@@ -1,0 +1,133 @@
+"""producer.py against the real local broker: exact delivery, a truthful summary, clean exits."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import read_topic, run_producer, summary_totals
+from ventas.kafka_local import free_port
+from ventas.orders import OrderGenerator
+from ventas.processes import ROOT, pipeline_env
+
+pytestmark = pytest.mark.integration
+
+
+def totals_of(values: list[bytes]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for value in values:
+        for line in json.loads(value, parse_float=Decimal)["products"]:
+            totals[line["name"]] += line["cantidad"] * Decimal(line["price"])
+    return dict(totals)
+
+
+def without_sale_date(value: bytes) -> dict:
+    message = json.loads(value, parse_float=Decimal)
+    del message["sale_date"]
+    return message
+
+
+def test_count_delivers_exactly_the_generated_orders(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    result = run_producer(
+        "--bootstrap-servers",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        "500",
+        "--rate",
+        "0",
+        "--seed",
+        "11",
+        "--summary-file",
+        str(summary),
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"sent 500 orders, 500 acknowledged, 0 failed, in [\d.]+s \(\d+ orders/s\)", result.stdout)
+
+    records = read_topic(kafka_bootstrap, topic)
+    generator = OrderGenerator(11)
+    expected = {
+        o.order_id: without_sale_date(o.to_json()) for o in (generator.order(datetime.now()) for _ in range(500))
+    }
+    assert len(records) == 500
+    assert {r.key.decode(): without_sale_date(r.value) for r in records} == expected
+    assert all(r.key.decode() == json.loads(r.value)["order_id"] for r in records)
+
+    written = json.loads(summary.read_text())
+    assert (written["orders_sent"], written["orders_acknowledged"], written["orders_failed"]) == (500, 500, 0)
+    assert summary_totals(summary) == totals_of([r.value for r in records])
+
+
+def test_sigterm_flushes_and_the_summary_matches_the_topic(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "producer.py"),
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--rate",
+            "300",
+            "--summary-file",
+            str(summary),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=pipeline_env(),
+    )
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+    records = read_topic(kafka_bootstrap, topic)
+    written = json.loads(summary.read_text())
+    assert written["orders_acknowledged"] == len(records) > 100
+    assert summary_totals(summary) == totals_of([r.value for r in records])
+
+
+def test_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    summary = tmp_path / "summary.json"
+    result = run_producer(
+        "--bootstrap-servers", address, "--count", "5", "--connect-timeout", "2", "--summary-file", str(summary)
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"producer.py: error: no Kafka broker reachable at {address} after 2s "
+        "(start one with: scripts/kafka-local start)"
+    ]
+    assert not summary.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "-1"], "argument --rate: must be a finite number >= 0, got '-1'"),
+        (["--count", "0"], "argument --count: must be >= 1, got '0'"),
+        (["--count", "many"], "argument --count: not a whole number: 'many'"),
+        (["--bootstrap-servers", "localhost"], "bad bootstrap server 'localhost': expected HOST:PORT"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
+    result = run_producer(*args, "--connect-timeout", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"producer.py: error: {message}"
+    assert "Traceback" not in result.stderr

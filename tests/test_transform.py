@@ -1,0 +1,161 @@
+"""The consumer's parse/validate/aggregate, on static DataFrames (no Kafka, no streaming)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.testing.utils import assertDataFrameEqual
+
+from consumer import parse_orders, rejected_records, sales_totals
+from schemas import TOTALS_SCHEMA
+from tests.helpers import SEED_SAMPLE, exact_json
+from ventas.table import format_table
+
+
+def kafka_rows(spark, values: list[bytes | None]):
+    rows = [("ventas-events", 0, offset, b"k", value) for offset, value in enumerate(values)]
+    return spark.createDataFrame(rows, "topic string, partition int, offset long, key binary, value binary").selectExpr(
+        "*", "current_timestamp() as timestamp"
+    )
+
+
+def totals(spark, values: list[bytes | None]) -> dict[str, Decimal]:
+    return {r["Product"]: r["Total Sales"] for r in sales_totals(parse_orders(kafka_rows(spark, values))).collect()}
+
+
+def order(*lines: dict, order_id: str = "o-1") -> bytes:
+    return exact_json(
+        {
+            "order_id": order_id,
+            "customer_document": "431-61-5633",
+            "products": list(lines),
+            "sale_date": "12/05/2025 15:33:35",
+        }
+    ).encode()
+
+
+def test_the_seed_sample_gives_the_seed_totals(spark) -> None:
+    result = sales_totals(parse_orders(kafka_rows(spark, [SEED_SAMPLE])))
+    expected = spark.createDataFrame([("Smartwatch", Decimal("4203")), ("Laptop", Decimal("2000"))], TOTALS_SCHEMA)
+    assertDataFrameEqual(result, expected)
+
+
+def test_cents_add_up_exactly(spark) -> None:
+    values = [order({"name": "Charger", "cantidad": 1, "price": Decimal("0.10")}) for _ in range(3)]
+    assert totals(spark, values) == {"Charger": Decimal("0.30")}
+
+
+def test_the_original_producers_quantity_field_counts_too(spark) -> None:
+    values = [
+        order({"name": "Laptop", "quantity": 2, "price": 2000}),
+        order({"name": "Laptop", "cantidad": 1, "quantity": 1, "price": 2000}),
+    ]
+    assert totals(spark, values) == {"Laptop": Decimal("6000")}
+
+
+def test_an_order_with_no_products_is_valid_and_adds_nothing(spark) -> None:
+    assert totals(spark, [order()]) == {}
+    assert rejected_records(parse_orders(kafka_rows(spark, [order()]))).count() == 0
+
+
+GARBAGE = {
+    b"not json at all": "not a JSON object of the order schema",
+    b'{"order_id": "x", "products": [': "not a JSON object of the order schema",
+    b"[1, 2, 3]": "not a JSON object of the order schema",
+    b'"a string"': "not a JSON object of the order schema",
+    b"42": "not a JSON object of the order schema",
+    b"null": "not a JSON object of the order schema",
+    b"": "not a JSON object of the order schema",
+    b'{"order_id": "x", "products": {"name": "Laptop"}}': "not a JSON object of the order schema",
+    order({"name": "Laptop", "cantidad": "3", "price": 1}): "not a JSON object of the order schema",
+    order({"name": "Laptop", "cantidad": 1.5, "price": 1}): "not a JSON object of the order schema",
+    order({"name": "Laptop", "cantidad": 10**12, "price": 1}): "not a JSON object of the order schema",
+    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
+        b'"price": 1', b'"price": 1e400'
+    ): "not a JSON object of the order schema",
+    "é".encode("latin-1").join(
+        [b'{"order_id": "x", "products": [{"name": "Caf', b'", "cantidad": 1, "price": 1}]}']
+    ): "not valid UTF-8",
+    order({"name": "Laptop", "cantidad": 1, "price": 1}, order_id=""): "missing order_id",
+    b'{"products": []}': "missing order_id",
+    b'{"order_id": "x"}': "missing products array",
+    b'{"order_id": "x", "products": null}': "missing products array",
+    order({"name": "Laptop", "cantidad": 0, "price": 1}): "invalid product line",
+    order({"name": "Laptop", "cantidad": -2, "price": 1}): "invalid product line",
+    order({"name": "Laptop", "cantidad": 1, "price": -1}): "invalid product line",
+    order({"name": "Laptop", "cantidad": 1, "price": None}): "invalid product line",
+    order({"name": "Laptop", "cantidad": 1}): "invalid product line",
+    order({"name": "", "cantidad": 1, "price": 1}): "invalid product line",
+    order({"cantidad": 1, "price": 1}): "invalid product line",
+    order({"name": "Laptop", "cantidad": 1, "quantity": 2, "price": 1}): "invalid product line",
+    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
+        b'"price": 1', b'"price": 0.125'
+    ): "invalid product line",
+    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
+        b'"price": 1', b'"price": 12345678901234567.5'
+    ): "invalid product line",
+    None: "tombstone (null value)",
+}
+
+
+def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
+    valid = order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 2, "price": 10})
+    # A bad line spoils its whole order: the good line beside it is not counted either.
+    spoiled = order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 0, "price": 10})
+    garbage = {**GARBAGE, spoiled: "invalid product line"}
+    parsed = parse_orders(kafka_rows(spark, [valid, *garbage, valid]))
+
+    assert {r["Product"]: r["Total Sales"] for r in sales_totals(parsed).collect()} == {
+        "Laptop": Decimal("4000"),
+        "Mouse": Decimal("40"),
+    }
+    rejected = rejected_records(parsed).collect()
+    assert len(rejected) == len(garbage)
+    by_offset = {r["offset"]: r for r in rejected}
+    for offset, (value, reason) in enumerate(garbage.items(), start=1):
+        assert by_offset[offset]["reason"] == reason, value
+        if value is not None and reason != "not valid UTF-8":
+            assert by_offset[offset]["value"] == value.decode()
+    invalid_utf8 = next(r for r in rejected if r["reason"] == "not valid UTF-8")
+    assert invalid_utf8["value"] is None and invalid_utf8["value_base64"]
+
+
+def test_the_table_shows_every_row_untruncated_highest_first() -> None:
+    long_name = "Cafetera Espresso Automática con Molinillo Integrado y Espumador de Leche"
+    table = format_table({"B": Decimal("10.00"), "A": Decimal("10.00"), long_name: Decimal("99.50")})
+    assert table.splitlines() == [
+        f"+{'-' * len(long_name)}+-----------+",
+        f"|{'Product'.ljust(len(long_name))}|Total Sales|",
+        f"+{'-' * len(long_name)}+-----------+",
+        f"|{long_name}|99.50      |",
+        f"|{'A'.ljust(len(long_name))}|10.00      |",
+        f"|{'B'.ljust(len(long_name))}|10.00      |",
+        f"+{'-' * len(long_name)}+-----------+",
+    ]
+
+
+money = st.decimals(min_value=0, max_value=Decimal("99999999.99"), places=2)
+line_items = st.fixed_dictionaries(
+    {
+        "name": st.text(min_size=1, max_size=12).filter(lambda s: s.strip()),
+        "cantidad": st.integers(min_value=1, max_value=10**6),
+        "price": money,
+    }
+)
+orders_lists = st.lists(st.lists(line_items, max_size=5), max_size=30)
+
+
+@pytest.mark.filterwarnings("ignore")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(orders_lists)
+def test_totals_equal_a_plain_decimal_computation(spark, generated: list[list[dict]]) -> None:
+    expected: dict[str, Decimal] = {}
+    values = []
+    for i, lines in enumerate(generated):
+        for line in lines:
+            expected[line["name"]] = expected.get(line["name"], Decimal(0)) + line["cantidad"] * line["price"]
+        values.append(exact_json({"order_id": f"o{i}", "products": lines}).encode())
+    assert totals(spark, values) == expected

@@ -1,0 +1,49 @@
+"""Starting and stopping the pipeline's own processes (producer, spark-submit) by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ventas.jars import spark_kafka_package
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the project's commands: this interpreter for PySpark, the quiet Spark logging
+    of conf/ and the repository on PYTHONPATH."""
+    env = dict(os.environ)
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("SPARK_CONF_DIR", str(ROOT / "conf"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def spark_submit_command(args: Sequence[str]) -> list[str]:
+    """`spark-submit --packages <connector> consumer.py ARGS` with the installed pyspark's spark-submit."""
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    return [str(spark_submit), "--packages", spark_kafka_package(), str(ROOT / "consumer.py"), *args]
+
+
+def start(command: Sequence[str], **kwargs) -> subprocess.Popen:
+    """Start a command in its own process group, so that it can be signalled as a whole."""
+    return subprocess.Popen(list(command), env=pipeline_env(), start_new_session=True, **kwargs)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGINT, timeout_s: float = 60.0) -> int:
+    """Signal a process group as a terminal's Ctrl-C would; SIGKILL it if it does not exit in time."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return process.wait()
