@@ -12,6 +12,7 @@ totals and never stop the query.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -22,8 +23,10 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
 from schemas import (
     CANTIDAD,
@@ -238,16 +241,36 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float) -> None:
         client.close()
 
 
-class TotalsPrinter:
+class BatchSink:
+    """A foreachBatch function that stays quiet when the batch is cut short by a requested stop
+    (the batch is then not committed, and Spark runs it again on the next start)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self.stopping = stopping
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        try:
+            self.write(batch, batch_id)
+        except Exception:
+            if not self.stopping.is_set():
+                raise
+            logging.getLogger("py4j").setLevel(logging.CRITICAL)
+
+    def write(self, batch: DataFrame, batch_id: int) -> None:
+        raise NotImplementedError
+
+
+class TotalsPrinter(BatchSink):
     """foreachBatch sink of the complete-mode totals: prints the table and keeps the latest one in
     `<checkpoint>/latest-totals.json`, so a restart with nothing new to read can still show it."""
 
-    def __init__(self, checkpoint_location: str) -> None:
+    def __init__(self, checkpoint_location: str, stopping: threading.Event) -> None:
+        super().__init__(stopping)
         local = _local_path(checkpoint_location)
         self.snapshot = local / "latest-totals.json" if local else None
         self.batches = 0
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+    def write(self, batch: DataFrame, batch_id: int) -> None:
         totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
         print(format_batch(batch_id, totals), flush=True)
         self.batches += 1
@@ -271,15 +294,16 @@ class TotalsPrinter:
             print(format_batch(0, {}), flush=True)
 
 
-class RejectedWriter:
+class RejectedWriter(BatchSink):
     """foreachBatch sink of rejected records: JSON lines under `<path>/batch_id=N` (rewritten, not
     appended, if Spark replays the batch), with a count printed for every batch that has any."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, stopping: threading.Event) -> None:
+        super().__init__(stopping)
         self.path = path.rstrip("/")
         self.total = 0
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+    def write(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
             count = batch.count()
@@ -330,40 +354,64 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         raise
 
 
+def start_queries(
+    spark: SparkSession, args: argparse.Namespace, stopping: threading.Event
+) -> tuple[TotalsPrinter, list[StreamingQuery]]:
+    """The totals query (complete mode) and the rejected-records query, on one parsed stream."""
+    parsed = parse_orders(kafka_stream(spark, args))
+    trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
+    printer = TotalsPrinter(args.checkpoint_location, stopping)
+    totals_query = (
+        sales_totals(parsed)
+        .writeStream.outputMode("complete")
+        .foreachBatch(printer)
+        .option("checkpointLocation", f"{args.checkpoint_location}/totals")
+        .queryName("totals")
+        .trigger(**trigger)
+        .start()
+    )
+    rejected_query = (
+        rejected_records(parsed)
+        .writeStream.outputMode("append")
+        .foreachBatch(RejectedWriter(args.rejected_path, stopping))
+        .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
+        .queryName("rejected")
+        .trigger(**trigger)
+        .start()
+    )
+    return printer, [totals_query, rejected_query]
+
+
+def on_stop_signals(handler) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: handler())
+
+
 def run(args: argparse.Namespace, stop: threading.Event) -> None:
+    """Run both queries until they end (--available-now), fail, or a stop signal arrives."""
     spark = create_session()
+    on_stop_signals(stop.set)  # again: SparkContext installs a SIGINT handler that calls the JVM
     try:
-        parsed = parse_orders(kafka_stream(spark, args))
-        trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
-        printer = TotalsPrinter(args.checkpoint_location)
-        totals_query = (
-            sales_totals(parsed)
-            .writeStream.outputMode("complete")
-            .foreachBatch(printer)
-            .option("checkpointLocation", f"{args.checkpoint_location}/totals")
-            .queryName("totals")
-            .trigger(**trigger)
-            .start()
-        )
-        rejected_query = (
-            rejected_records(parsed)
-            .writeStream.outputMode("append")
-            .foreachBatch(RejectedWriter(args.rejected_path))
-            .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
-            .queryName("rejected")
-            .trigger(**trigger)
-            .start()
-        )
-        queries = [totals_query, rejected_query]
+        printer, queries = start_queries(spark, args, stop)
         while not stop.is_set() and any(q.isActive for q in queries):
             for query in queries:
                 query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
         for query in queries:
             query.stop()
-        if args.available_now and printer.batches == 0:
+        if args.available_now and printer.batches == 0 and not stop.is_set():
             printer.print_latest()
+    except StreamingQueryException as error:
+        raise UserError(f"the streaming query failed: {str(error.desc).strip().splitlines()[0]}") from None
+    except Exception:
+        if not stop.is_set():
+            raise
+        # A terminal's Ctrl-C reaches spark-submit's JVM too, which may already be gone: nothing to report.
     finally:
-        spark.stop()
+        if stop.is_set():  # py4j logs a vanished JVM on the root logger
+            logging.getLogger().setLevel(logging.CRITICAL)
+            logging.getLogger("py4j").setLevel(logging.CRITICAL)
+        with contextlib.suppress(Exception):
+            spark.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -371,8 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    on_stop_signals(stop.set)
     try:
         resolve_paths(args)
         check_topic(args.bootstrap_servers, args.topic, args.connect_timeout)

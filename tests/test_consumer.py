@@ -114,7 +114,8 @@ def test_streaming_refreshes_the_table_as_orders_arrive(kafka_bootstrap: str, to
     finally:
         code = stop(consumer, signal.SIGINT)  # as a terminal's Ctrl-C does
     assert code in (0, 130)  # spark-submit's JVM exits 128 + SIGINT
-    assert "Traceback" not in (tmp_path / "err.txt").read_text()
+    output = (tmp_path / "out.txt").read_text() + (tmp_path / "err.txt").read_text()
+    assert "Traceback" not in output and "ERROR" not in output
 
 
 def printed_lines(result: subprocess.CompletedProcess) -> list[str]:
