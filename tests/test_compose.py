@@ -1,0 +1,145 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine (none runs here):
+valid Compose, consistent with the host defaults, the pinned versions and the README."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pyspark
+import pytest
+import yaml
+
+from ventas.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
+from ventas.jars import CACHE_HOME, spark_kafka_package
+from ventas.processes import ROOT
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+INTERPOLATION = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+@pytest.fixture(scope="module")
+def compose_schema() -> dict:
+    """The Compose Specification's JSON schema, as shipped in docker-compose 1.29.2 on PyPI
+    (fetched once, cached under the user's home)."""
+    cached = CACHE_HOME / "compose_spec.json"
+    if not cached.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp, "docker-compose==1.29.2"],
+                check=True,
+            )
+            wheel = next(Path(tmp).glob("docker_compose-*.whl"))
+            with zipfile.ZipFile(wheel) as archive:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_bytes(archive.read("compose/config/compose_spec.json"))
+    return json.loads(cached.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """The file as Compose sees it with no .env: ${VAR:-default} replaced by its default."""
+    text = INTERPOLATION.sub(lambda m: m.group(2), COMPOSE_FILE.read_text())
+    assert "${" not in text, "every variable in docker-compose.yml needs a default"
+    return yaml.safe_load(text)
+
+
+def project_env_names() -> set[str]:
+    """Every environment variable the project's code reads through ventas.config.env()."""
+    sources = [ROOT / name for name in ("producer.py", "consumer.py")] + list((ROOT / "ventas").glob("*.py"))
+    return {name for path in sources for name in re.findall(r'\benv\(\s*"(\w+)"', path.read_text())}
+
+
+def test_valid_against_the_compose_specification(compose: dict, compose_schema: dict) -> None:
+    import jsonschema
+
+    # docker-compose 1.29's copy of the schema predates the top-level `name` key; validate the rest.
+    jsonschema.validate({k: v for k, v in compose.items() if k != "name"}, compose_schema)
+
+
+def test_services_and_images(compose: dict) -> None:
+    services = compose["services"]
+    assert set(services) == {"kafka", "kafka-init", "producer", "spark-master", "spark-worker", "consumer"}
+    assert services["kafka"]["image"] == "apache/kafka:4.0.0"
+    assert services["kafka-init"]["image"] == "apache/kafka:4.0.0"
+    spark_image = f"spark:{pyspark.__version__}-scala2.12-java17-python3-ubuntu"
+    assert services["spark-master"]["image"] == services["spark-worker"]["image"] == spark_image
+    assert services["producer"]["build"] == services["consumer"]["build"] == "."
+
+
+def test_listeners_serve_containers_and_the_host(compose: dict) -> None:
+    kafka = compose["services"]["kafka"]["environment"]
+    advertised = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    listeners = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
+    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(advertised) <= set(listeners) <= set(protocols)
+    for name, address in advertised.items():
+        assert listeners[name].rsplit(":", 1)[1] == address.rsplit(":", 1)[1]
+    assert advertised["PLAINTEXT_HOST"] == DEFAULT_BOOTSTRAP_SERVERS
+    assert "127.0.0.1:9092:9092" in compose["services"]["kafka"]["ports"]
+    for client in ("producer", "consumer"):
+        assert compose["services"][client]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == advertised["PLAINTEXT"]
+    init = compose["services"]["kafka-init"]["command"]
+    assert init[init.index("--bootstrap-server") + 1] == advertised["PLAINTEXT"]
+    voter = kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")[1]
+    assert voter.rsplit(":", 1)[1] == listeners["CONTROLLER"].rsplit(":", 1)[1]
+
+
+def test_environment_names_are_the_ones_the_code_reads(compose: dict) -> None:
+    known = project_env_names()
+    for client in ("producer", "consumer"):
+        env = compose["services"][client]["environment"]
+        assert set(env) - {"LOG_LEVEL"} <= known, f"{client}: unknown variables {set(env) - known}"
+        assert env["KAFKA_TOPIC"] == DEFAULT_TOPIC
+    init = compose["services"]["kafka-init"]["command"]
+    assert init[init.index("--topic") + 1] == DEFAULT_TOPIC
+
+
+def test_nothing_starts_before_kafka_accepts_connections(compose: dict) -> None:
+    services = compose["services"]
+    assert "healthcheck" in services["kafka"] and "healthcheck" in services["spark-master"]
+    assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for client in ("producer", "consumer"):
+        assert services[client]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    assert services["spark-worker"]["depends_on"]["spark-master"]["condition"] == "service_healthy"
+
+
+def test_kafka_data_and_checkpoint_live_in_named_volumes_shared_with_the_workers(compose: dict) -> None:
+    services, volumes = compose["services"], compose["volumes"]
+    assert "kafka-data:/var/lib/kafka/data" in services["kafka"]["volumes"]
+    assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    consumer_mounts = dict(m.split(":") for m in services["consumer"]["volumes"])
+    worker_mounts = dict(m.split(":") for m in services["spark-worker"]["volumes"])
+    assert consumer_mounts["spark-data"] == worker_mounts["spark-data"]
+    for variable in ("CHECKPOINT_LOCATION", "REJECTED_PATH"):
+        assert services["consumer"]["environment"][variable].startswith(consumer_mounts["spark-data"] + "/")
+    assert {"kafka-data", "spark-data"} <= set(volumes)
+
+
+def test_consumer_command_matches_the_pinned_pyspark_and_the_readme(compose: dict) -> None:
+    command = compose["services"]["consumer"]["command"]
+    assert command[0] == "spark-submit" and command[-1] == "consumer.py"
+    assert command[command.index("--packages") + 1] == spark_kafka_package()
+    assert command[command.index("--master") + 1] == "spark://spark-master:7077"
+    readme = (ROOT / "README.md").read_text()
+    assert "docker compose up" in readme and "docker compose logs -f consumer" in readme
+    assert f"spark-submit --packages {spark_kafka_package()} consumer.py" in readme
+    assert " ".join(compose["services"]["producer"]["command"]) in readme
+
+
+def test_dockerfile_is_slim_pinned_non_root_with_a_cached_requirements_layer() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip()]
+    base = next(line for line in lines if line.startswith("FROM "))
+    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-\w+", base)
+    user = [line for line in lines if line.startswith("USER ")]
+    assert user and user[-1] not in ("USER root", "USER 0")
+    install = next(i for i, line in enumerate(lines) if "pip install" in line and "requirements.txt" in line)
+    copy_requirements = lines.index("COPY requirements.txt .")
+    first_code_copy = next(i for i, line in enumerate(lines) if line.startswith("COPY") and ".py" in line)
+    assert copy_requirements < install < first_code_copy
+    assert "openjdk-17-jre-headless" in (ROOT / "Dockerfile").read_text()
