@@ -53,6 +53,7 @@ from ventas.config import (
     fail,
     positive_int,
     setup_logging,
+    true_or_false,
 )
 from ventas.table import format_batch
 
@@ -147,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checkpoint-location",
-        default=None,
+        default=env("CHECKPOINT_LOCATION"),
         help="query checkpoints and the latest totals; delete it to start over "
         f"(env CHECKPOINT_LOCATION; default {STATE_HOME}/checkpoints/TOPIC)",
     )
     parser.add_argument(
         "--rejected-path",
-        default=None,
+        default=env("REJECTED_PATH"),
         help="where rejected records are written as JSON lines "
         f"(env REJECTED_PATH; default {STATE_HOME}/rejected/TOPIC)",
     )
@@ -165,37 +166,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--available-now",
-        action="store_true",
-        default=env("AVAILABLE_NOW", "false").lower() in ("1", "true", "yes"),
+        nargs="?",
+        const=True,
+        type=true_or_false,
+        default=env("AVAILABLE_NOW", "false"),
         help="process everything in the topic now, print the final table and exit (env AVAILABLE_NOW)",
     )
     parser.add_argument(
         "--max-offsets-per-trigger",
         type=positive_int,
-        default=int(env("MAX_OFFSETS_PER_TRIGGER", "0")) or None,
+        default=env("MAX_OFFSETS_PER_TRIGGER"),
         help="cap on records per micro-batch (env MAX_OFFSETS_PER_TRIGGER; default no cap)",
     )
     parser.add_argument(
         "--fail-on-data-loss",
+        type=true_or_false,
         default=env("FAIL_ON_DATA_LOSS", "true"),
-        choices=["true", "false"],
         help="stop when offsets not yet processed were deleted from Kafka (retention) "
         "(env FAIL_ON_DATA_LOSS; default %(default)s)",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=float(env("KAFKA_CONNECT_TIMEOUT", "30")),
-        help="seconds to wait for the broker at start (env KAFKA_CONNECT_TIMEOUT; default %(default)s)",
     )
     return parser
 
 
 def resolve_paths(args: argparse.Namespace) -> None:
-    args.checkpoint_location = (
-        args.checkpoint_location or env("CHECKPOINT_LOCATION", "") or str(STATE_HOME / "checkpoints" / args.topic)
-    )
-    args.rejected_path = args.rejected_path or env("REJECTED_PATH", "") or str(STATE_HOME / "rejected" / args.topic)
+    args.checkpoint_location = args.checkpoint_location or str(STATE_HOME / "checkpoints" / args.topic)
+    args.rejected_path = args.rejected_path or str(STATE_HOME / "rejected" / args.topic)
     for name in ("checkpoint_location", "rejected_path"):
         path = getattr(args, name)
         if _local_path(path) is not None:
@@ -339,7 +334,7 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         .option("kafka.bootstrap.servers", args.bootstrap_servers)
         .option("subscribe", args.topic)
         .option("startingOffsets", args.starting_offsets)
-        .option("failOnDataLoss", args.fail_on_data_loss)
+        .option("failOnDataLoss", str(args.fail_on_data_loss).lower())
     )
     if args.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)

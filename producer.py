@@ -51,32 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rate",
         type=non_negative_float,
-        default=non_negative_float(env("PRODUCER_RATE", "10")),
+        default=env("PRODUCER_RATE", "10"),
         help="orders per second, 0 = as fast as possible (env PRODUCER_RATE; default %(default)s)",
     )
     parser.add_argument(
         "--count",
         type=positive_int,
-        default=None,
+        default=env("PRODUCER_COUNT"),
         help="stop after this many orders (env PRODUCER_COUNT; default: until Ctrl-C/SIGTERM)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for a reproducible stream (env PRODUCER_SEED)")
+    parser.add_argument(
+        "--seed", type=int, default=env("PRODUCER_SEED"), help="seed for a reproducible stream (env PRODUCER_SEED)"
+    )
     parser.add_argument(
         "--summary-file",
         type=Path,
         default=None,
         help="write a JSON summary with the acknowledged orders' per-product totals here",
     )
-    parser.add_argument(
-        "--connect-timeout",
-        type=non_negative_float,
-        default=non_negative_float(env("KAFKA_CONNECT_TIMEOUT", "30")),
-        help="seconds to wait for the broker at start (env KAFKA_CONNECT_TIMEOUT; default %(default)s)",
-    )
-    if env("PRODUCER_COUNT", ""):
-        parser.set_defaults(count=positive_int(env("PRODUCER_COUNT", "")))
-    if env("PRODUCER_SEED", ""):
-        parser.set_defaults(seed=int(env("PRODUCER_SEED", "")))
     return parser
 
 

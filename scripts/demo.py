@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ventas.config import UserError, env, fail, non_negative_float, positive_int
+from ventas.config import DEFAULT_TOPIC, UserError, env, fail, non_negative_float, positive_int
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
 from ventas.processes import ROOT, spark_submit_command, start, stop
 
@@ -25,14 +25,14 @@ def main() -> None:
     parser.add_argument(
         "--port",
         type=positive_int,
-        default=int(env("KAFKA_PORT", str(DEFAULT_PORT))),
+        default=env("KAFKA_PORT", str(DEFAULT_PORT)),
         help="local broker port (env KAFKA_PORT; default %(default)s)",
     )
-    parser.add_argument("--topic", default=env("KAFKA_TOPIC", "ventas-events"), help="(env KAFKA_TOPIC)")
+    parser.add_argument("--topic", default=env("KAFKA_TOPIC", DEFAULT_TOPIC), help="(env KAFKA_TOPIC)")
     parser.add_argument(
         "--rate",
         type=non_negative_float,
-        default=non_negative_float(env("PRODUCER_RATE", "10")),
+        default=env("PRODUCER_RATE", "10"),
         help="orders per second (env PRODUCER_RATE; default %(default)s)",
     )
     args = parser.parse_args()

@@ -6,8 +6,10 @@ import json
 import re
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from ventas.processes import ROOT, pipeline_env, spark_submit_command
 
@@ -19,12 +21,12 @@ SEED_SAMPLE = (
 )
 
 
-def run_producer(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_producer(*args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | None = None) -> CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "producer.py"), *args],
         capture_output=True,
         text=True,
-        env=pipeline_env(),
+        env=pipeline_env(env),
         timeout=timeout,
     )
 
@@ -104,3 +106,45 @@ def exact_json(obj: object) -> str:
     if isinstance(obj, list | tuple):
         return "[" + ", ".join(exact_json(v) for v in obj) + "]"
     return json.dumps(obj)
+
+
+def printed_lines(result: CompletedProcess) -> list[str]:
+    """Everything the consumer printed (spark-submit sends the Python driver's stderr to stdout)."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    return output.splitlines()
+
+
+def start_consumer(args: list[str], out: Path) -> subprocess.Popen:
+    """A streaming consumer in its own process group, stdout and stderr into `out`."""
+    with out.open("a") as sink:
+        return subprocess.Popen(
+            spark_submit_command(args),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=pipeline_env(),
+            start_new_session=True,
+        )
+
+
+def start_producer(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "producer.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=pipeline_env(),
+    )
+
+
+def wait_for_table(
+    out: Path, process: subprocess.Popen, expected: dict[str, Decimal] | None = None, timeout_s: float = 180
+) -> dict[str, Decimal]:
+    """The newest table printed in `out` once it equals `expected` (or once any non-empty one appears)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        tables = printed_tables(out.read_text())
+        if (expected is None and tables and tables[-1]) or (expected is not None and expected in tables):
+            return tables[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"no table {expected or ''} in the consumer's output: {printed_tables(out.read_text())[-2:]}")

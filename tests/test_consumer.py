@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,16 +12,19 @@ import pytest
 from tests.helpers import (
     SEED_SAMPLE,
     consumer_args,
+    printed_lines,
     printed_tables,
     rejected_rows,
     run_consumer,
     run_producer,
     send_values,
+    start_consumer,
     summary_totals,
+    wait_for_table,
 )
 from tests.test_transform import GARBAGE, order
 from ventas.kafka_local import free_port
-from ventas.processes import pipeline_env, spark_submit_command, stop
+from ventas.processes import pipeline_env, stop
 
 pytestmark = pytest.mark.integration
 
@@ -96,42 +98,17 @@ def test_garbage_is_counted_and_kept_and_never_reaches_the_totals(
 
 
 def test_streaming_refreshes_the_table_as_orders_arrive(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
-    out = (tmp_path / "out.txt").open("w+")
-    err = (tmp_path / "err.txt").open("w+")
-    consumer = subprocess.Popen(
-        spark_submit_command(consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second")),
-        stdout=out,
-        stderr=err,
-        env=pipeline_env(),
-        start_new_session=True,
-    )
+    out = tmp_path / "out.txt"
+    consumer = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second"), out)
     try:
         send_values(kafka_bootstrap, topic, [SEED_SAMPLE])
-        first = {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00")}
-        wait_for_table(tmp_path / "out.txt", first, consumer)
+        wait_for_table(out, consumer, {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00")})
         send_values(kafka_bootstrap, topic, [order({"name": "Laptop", "cantidad": 2, "price": 2000})])
-        wait_for_table(tmp_path / "out.txt", {"Laptop": Decimal("6000.00"), "Smartwatch": Decimal("4203.00")}, consumer)
+        wait_for_table(out, consumer, {"Laptop": Decimal("6000.00"), "Smartwatch": Decimal("4203.00")})
     finally:
         code = stop(consumer, signal.SIGINT)  # as a terminal's Ctrl-C does
     assert code in (0, 130)  # spark-submit's JVM exits 128 + SIGINT
-    output = (tmp_path / "out.txt").read_text() + (tmp_path / "err.txt").read_text()
-    assert "Traceback" not in output and "ERROR" not in output
-
-
-def printed_lines(result: subprocess.CompletedProcess) -> list[str]:
-    """Everything the consumer printed (spark-submit sends the Python driver's stderr to stdout)."""
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output
-    return output.splitlines()
-
-
-def wait_for_table(out: Path, expected: dict[str, Decimal], process: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
-        if expected in printed_tables(out.read_text()):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"no table {expected} in consumer output: {printed_tables(out.read_text())[-3:]}")
+    assert "Traceback" not in out.read_text() and "ERROR" not in out.read_text()
 
 
 def test_missing_topic_and_unreachable_broker_are_one_line(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -131,3 +131,9 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"producer.py: error: {message}"
     assert "Traceback" not in result.stderr
+
+
+def test_bad_environment_values_are_reported_like_bad_flags() -> None:
+    result = run_producer(env={"PRODUCER_RATE": "fast", "KAFKA_CONNECT_TIMEOUT": "1"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "producer.py: error: argument --rate: not a number: 'fast'"

@@ -29,8 +29,11 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-def env(name: str, default: str) -> str:
-    """The value of environment variable `name`, or `default` when it is unset or empty."""
+def env(name: str, default: str | None = None) -> str | None:
+    """The value of environment variable `name`, or `default` when it is unset or empty.
+
+    Used as an argparse default *string*, so argparse converts and checks it like a typed flag:
+    a bad value in the environment is reported in one line, as a bad flag would be."""
     return os.environ.get(name) or default
 
 
@@ -48,10 +51,32 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level",
+        type=log_level,
         default=env("LOG_LEVEL", "WARNING"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level; INFO adds progress lines (env LOG_LEVEL; default %(default)s)",
+        help="DEBUG, INFO, WARNING or ERROR; INFO adds progress lines (env LOG_LEVEL; default %(default)s)",
     )
+    parser.add_argument(
+        "--connect-timeout",
+        type=non_negative_float,
+        default=env("KAFKA_CONNECT_TIMEOUT", "30"),
+        help="seconds to wait for the broker at start (env KAFKA_CONNECT_TIMEOUT; default %(default)s)",
+    )
+
+
+def log_level(text: str) -> str:
+    """argparse type: a logging level name."""
+    if text.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise argparse.ArgumentTypeError(f"not one of DEBUG, INFO, WARNING, ERROR: {text!r}")
+    return text.upper()
+
+
+def true_or_false(text: str) -> bool:
+    """argparse type: true/false (also 1/0, yes/no)."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def non_negative_float(text: str) -> float:

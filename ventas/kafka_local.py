@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ventas.config import STATE_HOME, UserError, env, fail, positive_int
+from ventas.config import DEFAULT_TOPIC, STATE_HOME, UserError, env, fail, positive_int
 from ventas.jars import ensure_kafka_libs
 
 HOST = "127.0.0.1"
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--port",
         type=positive_int,
-        default=int(env("KAFKA_PORT", str(DEFAULT_PORT))),
+        default=env("KAFKA_PORT", str(DEFAULT_PORT)),
         help="client port on 127.0.0.1 (env KAFKA_PORT; default %(default)s)",
     )
     parser.add_argument(
@@ -242,13 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--topic",
-        default=env("KAFKA_TOPIC", "ventas-events"),
+        default=env("KAFKA_TOPIC", DEFAULT_TOPIC),
         help="topic created on start if absent (env KAFKA_TOPIC; default %(default)s)",
     )
     parser.add_argument(
         "--partitions",
         type=positive_int,
-        default=int(env("KAFKA_PARTITIONS", "2")),
+        default=env("KAFKA_PARTITIONS", "2"),
         help="partitions of that topic (env KAFKA_PARTITIONS; default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker to come up")
