@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import threading
 from datetime import UTC, datetime
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--trigger-interval",
+        type=interval,
         default=env("TRIGGER_INTERVAL", "1 second"),
         help="processing-time trigger, e.g. '5 seconds'; '0 seconds' runs batches back to back "
         "(env TRIGGER_INTERVAL; default %(default)s)",
@@ -186,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(env FAIL_ON_DATA_LOSS; default %(default)s)",
     )
     return parser
+
+
+def interval(text: str) -> str:
+    """argparse type: a processing-time interval as Spark reads it ('500 milliseconds', '5 seconds')."""
+    if not re.fullmatch(r"\s*\d+\s*(millisecond|second|minute|hour|day)s?\s*", text, flags=re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"not an interval like '5 seconds': {text!r}")
+    return text.strip()
 
 
 def resolve_paths(args: argparse.Namespace) -> None:
@@ -379,6 +388,21 @@ def start_queries(
     return printer, [totals_query, rejected_query]
 
 
+DATA_LOSS_HELP = (
+    "data may have been lost: offsets not processed yet were deleted from Kafka (retention, or a deleted "
+    "topic); rerun with --fail-on-data-loss false to go on without them, or delete the checkpoint to recount "
+    "what is left"
+)
+
+
+def failure_summary(error_text: str) -> str:
+    """One line for a failed query: what a user can act on, not Spark's nested stack traces."""
+    if "Some data may have been lost" in error_text:
+        return DATA_LOSS_HELP
+    causes = re.findall(r"Caused by: ([^\n]+)", error_text)
+    return (causes[-1] if causes else error_text.strip().splitlines()[0])[:500]
+
+
 def log_progress(query: StreamingQuery, logged: dict[str, int]) -> None:
     """One INFO line per finished micro-batch: records read, time taken, throughput."""
     progress = query.lastProgress
@@ -416,7 +440,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> None:
         if args.available_now and printer.batches == 0 and not stop.is_set():
             printer.print_latest()
     except StreamingQueryException as error:
-        raise UserError(f"the streaming query failed: {str(error.desc).strip().splitlines()[0]}") from None
+        raise UserError(f"the streaming query failed: {failure_summary(str(error))}") from None
     except Exception:
         if not stop.is_set():
             raise

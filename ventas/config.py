@@ -115,9 +115,13 @@ def bootstrap_list(servers: str) -> list[str]:
 
 def setup_logging(level: str) -> None:
     """Quiet by default: warnings only, INFO for progress lines. kafka-python logs every refused
-    connection attempt at ERROR, so its own logger speaks only at DEBUG; our code reports failures."""
+    connection attempt at ERROR, so its logger speaks only at DEBUG; our code reports failures."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+    quiet = logging.DEBUG if level == "DEBUG" else logging.CRITICAL
+    logging.getLogger("kafka").setLevel(quiet)
+    # py4j logs every exception a foreachBatch function raises with its whole traceback;
+    # the consumer reports a failed query itself, in one line.
+    logging.getLogger("py4j").setLevel(quiet)
 
 
 def fail(prog: str, error: UserError) -> NoReturn:

@@ -50,7 +50,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """True unless something listens on the port (connections left in TIME_WAIT do not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

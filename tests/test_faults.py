@@ -1,0 +1,187 @@
+"""Faults and bad input, through the real broker and real spark-submit: the final totals are
+compared with the producer's ground truth, product by product, exactly. Nothing here is timed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    consumer_args,
+    printed_lines,
+    printed_tables,
+    read_topic,
+    rejected_rows,
+    run_consumer,
+    run_producer,
+    send_values,
+    start_consumer,
+    start_producer,
+    summary_totals,
+    wait_for_table,
+)
+from tests.test_transform import GARBAGE
+from ventas.kafka_local import LocalBroker, free_port
+from ventas.processes import stop
+
+pytestmark = pytest.mark.integration
+
+
+def producer_args(bootstrap: str, topic: str, summary: Path, count: int, rate: int, seed: int) -> list[str]:
+    return [
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        str(count),
+        "--rate",
+        str(rate),
+        "--seed",
+        str(seed),
+        "--summary-file",
+        str(summary),
+    ]
+
+
+def final_totals(bootstrap: str, topic: str, state: Path) -> dict[str, Decimal]:
+    """What the consumer prints after catching up on everything, from the same checkpoint."""
+    result = run_consumer(*consumer_args(bootstrap, topic, state, "--available-now"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return printed_tables(result.stdout)[-1]
+
+
+@pytest.mark.parametrize("kill_with", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_consumer_restarts_mid_stream_lose_nothing_and_count_nothing_twice(
+    kafka_bootstrap: str, topic: str, tmp_path: Path, kill_with: signal.Signals
+) -> None:
+    summary = tmp_path / "summary.json"
+    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=5000, rate=200, seed=21))
+    streaming = consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second")
+    for attempt in range(2):
+        out = tmp_path / f"consumer-{attempt}.txt"
+        consumer = start_consumer(streaming, out)
+        try:
+            wait_for_table(out, consumer)
+            time.sleep(2)
+        finally:
+            stop(consumer, kill_with)
+        assert "Traceback" not in out.read_text()
+    assert producer.wait(timeout=300) == 0, producer.stderr.read()
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
+
+
+def test_broker_restart_mid_stream(tmp_path: Path) -> None:
+    broker = LocalBroker(free_port(), tmp_path / "broker")
+    broker.start(topics=("ventas-events",), partitions=2)
+    bootstrap, topic, summary = broker.bootstrap, "ventas-events", tmp_path / "summary.json"
+    out = tmp_path / "consumer.txt"
+    consumer = None
+    try:
+        producer = start_producer(producer_args(bootstrap, topic, summary, count=4000, rate=200, seed=31))
+        consumer = start_consumer(consumer_args(bootstrap, topic, tmp_path, "--trigger-interval", "1 second"), out)
+        wait_for_table(out, consumer)
+        broker.stop()
+        time.sleep(3)
+        broker.start()
+        assert producer.wait(timeout=300) == 0, producer.stderr.read()
+        truth = summary_totals(summary)
+        assert wait_for_table(out, consumer, truth, timeout_s=300) == truth  # the running query resumed
+        # The idempotent producer's retries left no duplicate behind.
+        assert len(read_topic(bootstrap, topic)) == 4000
+    finally:
+        if consumer:
+            stop(consumer, signal.SIGINT)
+        broker.stop()
+    assert "Traceback" not in out.read_text()
+
+
+def test_a_poison_flood_is_counted_and_set_aside(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert run_producer(*producer_args(kafka_bootstrap, topic, first, count=1000, rate=0, seed=41)).returncode == 0
+    poison = [*GARBAGE] * 20 + [b"x" * 1_000_000] * 3 + [b"\x00" * 1000, b"{" * 10_000, b"[" * 100_000]
+    send_values(kafka_bootstrap, topic, poison)
+    assert run_producer(*producer_args(kafka_bootstrap, topic, second, count=1000, rate=0, seed=42)).returncode == 0
+
+    result = run_consumer(
+        *consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now", "--max-offsets-per-trigger", "300")
+    )
+    assert result.returncode == 0, result.stdout
+    a, b = summary_totals(first), summary_totals(second)
+    assert printed_tables(result.stdout)[-1] == {name: a.get(name, 0) + b.get(name, 0) for name in a.keys() | b.keys()}
+    assert len(printed_tables(result.stdout)) > 3  # several micro-batches
+    assert len(rejected_rows(tmp_path / "rejected")) == len(poison)
+    counts = [int(line.split()[1]) for line in printed_lines(result) if line.startswith("Rejected: ")]
+    assert sum(counts) == len(poison)
+
+
+def delete_all_records(bootstrap: str, topic: str) -> None:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(partitions)
+    consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.delete_records(ends)
+    admin.close()
+
+
+def test_deleted_offsets_stop_the_query_unless_told_otherwise(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    counted = tmp_path / "counted.json"
+    assert run_producer(*producer_args(kafka_bootstrap, topic, counted, count=200, rate=0, seed=51)).returncode == 0
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(counted)
+
+    lost = tmp_path / "lost.json"  # sent, then deleted (as retention would) before the consumer saw them
+    assert run_producer(*producer_args(kafka_bootstrap, topic, lost, count=200, rate=0, seed=52)).returncode == 0
+    delete_all_records(kafka_bootstrap, topic)
+    after = tmp_path / "after.json"
+    assert run_producer(*producer_args(kafka_bootstrap, topic, after, count=200, rate=0, seed=53)).returncode == 0
+
+    failed = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert failed.returncode == 1
+    errors = [line for line in printed_lines(failed) if line.startswith("consumer.py: error:")]
+    assert len(errors) == 1 and "may have been lost" in errors[0], printed_lines(failed)[-5:]
+
+    resumed = run_consumer(
+        *consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now", "--fail-on-data-loss", "false")
+    )
+    assert resumed.returncode == 0, resumed.stdout
+    a, b = summary_totals(counted), summary_totals(after)
+    assert printed_tables(resumed.stdout)[-1] == {name: a.get(name, 0) + b.get(name, 0) for name in a.keys() | b.keys()}
+
+
+def test_deleting_the_checkpoint_starts_over(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    import shutil
+
+    summary = tmp_path / "summary.json"
+    assert run_producer(*producer_args(kafka_bootstrap, topic, summary, count=300, rate=0, seed=61)).returncode == 0
+    send_values(kafka_bootstrap, topic, [b"not an order"])
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
+    shutil.rmtree(tmp_path / "checkpoint")
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)  # recounted, not doubled
+    assert len(rejected_rows(tmp_path / "rejected")) == 1  # batch 0 rewritten, not appended
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["--trigger-interval", "soon"], {}, "argument --trigger-interval: not an interval like '5 seconds': 'soon'"),
+        ([], {"MAX_OFFSETS_PER_TRIGGER": "-5"}, "argument --max-offsets-per-trigger: must be >= 1, got '-5'"),
+        ([], {"FAIL_ON_DATA_LOSS": "maybe"}, "argument --fail-on-data-loss: expected true or false, got 'maybe'"),
+        (["--bootstrap-servers", "nohost"], {}, "bad bootstrap server 'nohost': expected HOST:PORT"),
+    ],
+)
+def test_bad_consumer_configuration_is_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = run_consumer(*args)
+    assert result.returncode == 2
+    assert f"consumer.py: error: {message}" in printed_lines(result)
