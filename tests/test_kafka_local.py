@@ -88,3 +88,10 @@ def test_broker_that_cannot_start_names_its_log(tmp_path: Path) -> None:
     assert str(broker.log_file) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert java_processes_using(tmp_path) == []
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    from ventas.kafka_local import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]  # about 78 would start with '-' if unchecked
+    assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)

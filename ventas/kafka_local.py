@@ -60,6 +60,15 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64 of a UUID), never starting with '-', which the storage
+    tool's argument parser would take for an option (Kafka's own Uuid.randomUuid avoids it too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def default_data_dir(port: int) -> Path:
     return STATE_HOME / f"kafka-{port}"
 
@@ -150,7 +159,7 @@ class LocalBroker:
             f"{libs}/*",
         ]
         if not (logs_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             formatted = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._properties)],
                 capture_output=True,

@@ -25,10 +25,10 @@ def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spark_submit_command(args: Sequence[str]) -> list[str]:
+def spark_submit_command(args: Sequence[str], script: Path = ROOT / "consumer.py") -> list[str]:
     """`spark-submit --packages <connector> consumer.py ARGS` with the installed pyspark's spark-submit."""
     spark_submit = Path(sys.executable).parent / "spark-submit"
-    return [str(spark_submit), "--packages", spark_kafka_package(), str(ROOT / "consumer.py"), *args]
+    return [str(spark_submit), "--packages", spark_kafka_package(), str(script), *args]
 
 
 def start(command: Sequence[str], **kwargs) -> subprocess.Popen:

@@ -1,0 +1,28 @@
+"""The consumer's transformation as a plain Spark batch job over the same Kafka records: the
+compute ceiling of this machine. Prints `ceiling: N records in S s` for bench/run.py."""
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from consumer import create_session, parse_orders, sales_totals
+
+bootstrap, topic = sys.argv[1], sys.argv[2]
+spark = create_session()
+raw = (
+    spark.read.format("kafka")
+    .option("kafka.bootstrap.servers", bootstrap)
+    .option("subscribe", topic)
+    .option("startingOffsets", "earliest")
+    .option("endingOffsets", "latest")
+    .load()
+)
+started = time.perf_counter()
+count = raw.count()
+listed = time.perf_counter()
+rows = sales_totals(parse_orders(raw)).collect()
+elapsed = time.perf_counter() - listed
+print(f"ceiling: {count} records in {elapsed:.3f} s ({len(rows)} products; count took {listed - started:.3f} s)")
+spark.stop()

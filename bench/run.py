@@ -1,0 +1,607 @@
+"""`make bench`: throughput, latency and memory of the pipeline, next to reference implementations,
+in one run on this machine, against a local broker the benchmark starts and stops itself.
+
+Writes bench/results.json and the table in BENCHMARKS.md. Each throughput figure is the median of
+--repeat runs (min and max shown). Latency: marker orders are sent every 0.25 s during a sustained
+load; a marker's latency runs from its acknowledgement by the broker to the first printed table
+that lists it. Nothing here asserts a target: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
+from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
+from ventas.orders import OrderGenerator  # noqa: E402
+from ventas.processes import pipeline_env, spark_submit_command, stop  # noqa: E402
+
+BENCH = ROOT / "bench"
+PRODUCER_SETTINGS = {  # kafka-python settings tried for the sending path; the first is producer.py's
+    "linger 5 ms, batch 64 KiB": {"linger_ms": 5, "batch_size": 64 * 1024},
+    "linger 0, batch 16 KiB": {"linger_ms": 0, "batch_size": 16 * 1024},
+    "linger 20 ms, batch 256 KiB": {"linger_ms": 20, "batch_size": 256 * 1024},
+    "linger 5 ms, batch 64 KiB, gzip": {"linger_ms": 5, "batch_size": 64 * 1024, "compression_type": "gzip"},
+}
+
+
+# ---------------------------------------------------------------- measuring helpers
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def repeated(name: str, times: int, measure: Callable[[], float]) -> dict:
+    """`name`: the median of `times` measurements; `name_range`: min, max and the number of runs."""
+    figure = summarize([measure() for _ in range(times)])
+    return {name: round(figure.pop("median"), 1), f"{name}_range": figure}
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50_s": round(ordered[len(ordered) // 2], 3),
+        "p95_s": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 3),
+        "max_s": round(ordered[-1], 3),
+        "markers": len(ordered),
+    }
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, AttributeError):
+            continue
+    return total / 1024
+
+
+class PeakRss:
+    """Polls a process tree's RSS in the background and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, pid: int) -> None:
+        while not self._done.is_set():
+            self.peak_mb = max(self.peak_mb, tree_rss_mb(pid))
+            self._done.wait(0.2)
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return round(self.peak_mb, 1)
+
+
+def new_topic(broker: LocalBroker, partitions: int = 2) -> str:
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    broker.create_topics((topic,), partitions)
+    return topic
+
+
+def kafka_producer(bootstrap: str, **settings):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        max_in_flight_requests_per_connection=1,
+        **settings,
+    )
+
+
+# ---------------------------------------------------------------- 1. producer
+
+
+def generation_only(count: int) -> float:
+    generator = OrderGenerator(seed=1)
+    started = time.perf_counter()
+    for _ in range(count):
+        generator.order(datetime.now()).to_json()
+    return count / (time.perf_counter() - started)
+
+
+def send_only(broker: LocalBroker, values: list[tuple[bytes, bytes]], settings: dict) -> float:
+    topic = new_topic(broker)
+    producer = kafka_producer(broker.bootstrap, **settings)
+    acked = [0]
+    started = time.perf_counter()
+    for key, value in values:
+        producer.send(topic, key=key, value=value).add_callback(lambda _: acked.__setitem__(0, acked[0] + 1))
+    producer.flush()
+    elapsed = time.perf_counter() - started
+    producer.close()
+    assert acked[0] == len(values), f"only {acked[0]} of {len(values)} acknowledged"
+    return len(values) / elapsed
+
+
+def producer_py(broker: LocalBroker, count: int, peaks: list[float]) -> float:
+    topic = new_topic(broker)
+    with tempfile.NamedTemporaryFile(suffix=".json") as summary:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "producer.py"),
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topic",
+                topic,
+                "--count",
+                str(count),
+                "--rate",
+                "0",
+                "--summary-file",
+                summary.name,
+            ],
+            stdout=subprocess.DEVNULL,
+            env=pipeline_env(),
+        )
+        rss = PeakRss(process.pid)
+        assert process.wait() == 0
+        peaks.append(rss.stop())
+        result = json.loads(Path(summary.name).read_text())
+    assert result["orders_acknowledged"] == count
+    return count / result["elapsed_s"]
+
+
+def java_producer_performance(broker: LocalBroker, count: int, record_size: int) -> float:
+    topic = new_topic(broker)
+    result = subprocess.run(
+        [
+            "java",
+            "-Xmx512m",
+            "-cp",
+            f"{ensure_kafka_libs()}/*",
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(count),
+            "--record-size",
+            str(record_size),
+            "--throughput",
+            "-1",
+            "--producer-props",
+            f"bootstrap.servers={broker.bootstrap}",
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+            "batch.size=65536",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    final = [line for line in result.stdout.splitlines() if f"{count} records sent" in line][-1]
+    return float(re.search(r"([\d.]+) records/sec", final).group(1))
+
+
+def bench_producer(broker: LocalBroker, args: argparse.Namespace) -> dict:
+    generator = OrderGenerator(seed=2)
+    orders = [generator.order(datetime.now()) for _ in range(args.producer_orders)]
+    values = [(o.order_id.encode(), o.to_json()) for o in orders]
+    record_size = round(statistics.mean(len(v) for _, v in values))
+    settings = {
+        name: repeated("orders_per_s", args.repeat, lambda s=s: send_only(broker, values, s))
+        for name, s in PRODUCER_SETTINGS.items()
+    }
+    default = settings[next(iter(PRODUCER_SETTINGS))]
+    peaks: list[float] = []
+    result = {
+        "record_size_bytes": record_size,
+        **repeated("orders_per_s", args.repeat, lambda: producer_py(broker, args.producer_orders, peaks)),
+        **repeated("generation_only_orders_per_s", args.repeat, lambda: generation_only(args.producer_orders)),
+        "send_only_orders_per_s": default["orders_per_s"],
+        "send_only_orders_per_s_range": default["orders_per_s_range"],
+        "send_only_by_setting": settings,
+        **repeated(
+            "java_perf_records_per_s",
+            args.repeat,
+            lambda: java_producer_performance(broker, args.java_records, record_size),
+        ),
+    }
+    result["peak_rss_mb"] = max(peaks)
+    return result
+
+
+# ---------------------------------------------------------------- 2. consumer throughput
+
+
+def fill_backlog(broker: LocalBroker, count: int) -> str:
+    """A topic holding `count` orders, sent by the fastest sending path measured above."""
+    topic = new_topic(broker)
+    producer = kafka_producer(broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
+    generator = OrderGenerator(seed=3)
+    for _ in range(count):
+        order = generator.order(datetime.now())
+        producer.send(topic, key=order.order_id.encode(), value=order.to_json())
+    producer.flush()
+    producer.close()
+    return topic
+
+
+BATCH_LINE = re.compile(r"totals batch (\d+): (\d+) records in (\d+) ms")
+
+
+def consumer_run(
+    broker: LocalBroker, topic: str, extra: list[str], until_records: int, peaks: list[float]
+) -> list[tuple[int, int]]:
+    """Run our consumer on a fresh checkpoint until it has processed `until_records`; the
+    (records, ms) of each non-empty totals batch."""
+    with tempfile.TemporaryDirectory() as state:
+        command = spark_submit_command(
+            [
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topic",
+                topic,
+                "--log-level",
+                "INFO",
+                "--checkpoint-location",
+                f"{state}/checkpoint",
+                "--rejected-path",
+                f"{state}/rejected",
+                *extra,
+            ]
+        )
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=pipeline_env(),
+            start_new_session=True,
+        )
+        rss = PeakRss(process.pid)
+        batches: list[tuple[int, int]] = []
+        for line in process.stdout:
+            match = BATCH_LINE.search(line)
+            if match and int(match.group(2)):
+                batches.append((int(match.group(2)), int(match.group(3))))
+                if sum(b[0] for b in batches) >= until_records:
+                    break
+        stop(process)
+        peaks.append(rss.stop())
+    return batches
+
+
+def batch_ceiling(broker: LocalBroker, topic: str) -> float:
+    result = subprocess.run(
+        spark_submit_command([broker.bootstrap, topic], BENCH / "batch_ceiling.py"),
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+        check=True,
+    )
+    match = re.search(r"ceiling: (\d+) records in ([\d.]+) s", result.stdout)
+    return int(match.group(1)) / float(match.group(2))
+
+
+def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
+    topic = fill_backlog(broker, args.backlog)
+    peaks: list[float] = []
+
+    def available_now() -> float:
+        batches = consumer_run(broker, topic, ["--available-now"], args.backlog, peaks)
+        return sum(r for r, _ in batches) / (sum(ms for _, ms in batches) / 1000)
+
+    def streaming() -> float:
+        per_batch = max(args.backlog // 5, 1)
+        batches = consumer_run(
+            broker,
+            topic,
+            ["--trigger-interval", "0 seconds", "--max-offsets-per-trigger", str(per_batch)],
+            args.backlog,
+            peaks,
+        )
+        return statistics.median(r / (ms / 1000) for r, ms in batches)
+
+    return {
+        "backlog_orders": args.backlog,
+        **repeated("orders_per_s", args.repeat, available_now),
+        **repeated("streaming_orders_per_s", args.repeat, streaming),
+        **repeated("batch_ceiling_orders_per_s", args.repeat, lambda: batch_ceiling(broker, topic)),
+        "peak_rss_mb": max(peaks),
+    }
+
+
+# ---------------------------------------------------------------- 3. end-to-end latency
+
+
+@contextmanager
+def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iterator[None]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "producer.py"),
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--rate",
+            str(rate),
+        ],
+        stdout=subprocess.DEVNULL,
+        env=pipeline_env(),
+    )
+    rss = PeakRss(process.pid)
+    try:
+        yield
+    finally:
+        stop(process)
+        peaks.append(rss.stop())
+
+
+def watch_tables(process: subprocess.Popen, first_seen: dict[str, float]) -> threading.Thread:
+    """Record when each product name first appears in a printed table row."""
+
+    def read() -> None:
+        for line in process.stdout:
+            if line.startswith("|marker-"):
+                first_seen.setdefault(line[1:].split("|", 1)[0].strip(), time.time())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def latency_run(
+    broker: LocalBroker,
+    rate: int,
+    command: list[str],
+    args: argparse.Namespace,
+    producer_peaks: list[float],
+    driver_peaks: list[float],
+) -> dict:
+    topic = new_topic(broker)
+    process = subprocess.Popen(
+        [part.replace("TOPIC", topic) for part in command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=pipeline_env(),
+        start_new_session=True,
+    )
+    rss = PeakRss(process.pid)
+    first_seen: dict[str, float] = {}
+    watch_tables(process, first_seen)
+    acked: dict[str, float] = {}
+    markers = kafka_producer(broker.bootstrap, linger_ms=0)
+    try:
+        with load(broker, topic, rate, producer_peaks):
+            time.sleep(args.warmup)  # Spark's start and first batches are not what we measure
+            deadline = time.time() + args.sustain
+            while time.time() < deadline:
+                name = f"marker-{uuid.uuid4().hex[:8]}"
+                value = json.dumps(
+                    {
+                        "order_id": name,
+                        "customer_document": "000-00-0000",
+                        "products": [{"name": name, "cantidad": 1, "price": 1}],
+                        "sale_date": "01/01/2026 00:00:00",
+                    }
+                ).encode()
+                markers.send(topic, key=name.encode(), value=value).get(timeout=30)
+                acked[name] = time.time()
+                time.sleep(0.25)
+            time.sleep(args.drain)
+    finally:
+        markers.close()
+        stop(process)
+        driver_peaks.append(rss.stop())
+    seen = [first_seen[name] - at for name, at in acked.items() if name in first_seen]
+    result = percentiles(seen) if seen else {"p50_s": None, "p95_s": None, "max_s": None, "markers": 0}
+    result["markers_not_seen"] = len(acked) - len(seen)
+    return result
+
+
+def bench_latency(broker: LocalBroker, args: argparse.Namespace) -> tuple[dict, dict]:
+    with tempfile.TemporaryDirectory() as state:
+        ours = spark_submit_command(
+            [
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topic",
+                "TOPIC",
+                "--checkpoint-location",
+                f"{state}/TOPIC/checkpoint",
+                "--rejected-path",
+                f"{state}/TOPIC/rejected",
+            ]
+        )
+        naive = spark_submit_command([broker.bootstrap, "TOPIC"], BENCH / "naive_consumer.py")
+        producer_peaks: list[float] = []
+        driver_peaks = {"ours": [], "naive": []}
+        latency = {}
+        for rate in args.rates:
+            latency[str(rate)] = {
+                name: latency_run(broker, rate, command, args, producer_peaks, driver_peaks[name])
+                for name, command in (("ours", ours), ("naive", naive))
+            }
+    memory = {
+        "producer": max(producer_peaks),
+        "driver_ours": max(driver_peaks["ours"]),
+        "driver_naive": max(driver_peaks["naive"]),
+    }
+    return latency, memory
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    import kafka
+    import pyspark
+
+    memory_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024**2, 1),
+        "cpu": platform.processor(),
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "kafka_broker": kafka_version(),
+        "kafka_python": kafka.__version__,
+        "java": java,
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def fmt(figures: dict, name: str) -> str:
+    spread = figures[f"{name}_range"]
+    return f"{figures[name]:,.0f} ({spread['min']:,.0f} to {spread['max']:,.0f})"
+
+
+def markdown(results: dict) -> str:
+    p, c, lat, m = results["producer"], results["consumer"], results["latency"], results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` ({results['measured_at']}) on {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"Python {m['python']}, pyspark {m['pyspark']}, Kafka broker {m['kafka_broker']}, kafka-python "
+        f"{m['kafka_python']}, {m['java']}. Throughput: median (min to max) of {p['orders_per_s_range']['runs']} runs.",
+        "",
+        "## Producer (orders/s, acknowledged with acks=all)",
+        "",
+        "| path | orders/s |",
+        "|---|---|",
+        f"| `producer.py --rate 0` (generation + sending) | {fmt(p, 'orders_per_s')} |",
+        f"| generation alone (Faker, no Kafka) | {fmt(p, 'generation_only_orders_per_s')} |",
+        f"| sending alone (pre-generated orders, producer.py's settings) | {fmt(p, 'send_only_orders_per_s')} |",
+        f"| Kafka's Java `ProducerPerformance`, {p['record_size_bytes']}-byte records, same acks | "
+        f"{fmt(p, 'java_perf_records_per_s')} |",
+        "",
+        f"- producer.py / generation alone: **{results['ratios']['producer_vs_generation']}** (target >= 0.8)",
+        f"- producer.py / Java ProducerPerformance: **{results['ratios']['producer_vs_java']}**",
+        "",
+        "Sending path by kafka-python setting:",
+        "",
+        "| setting | orders/s |",
+        "|---|---|",
+        *[f"| {name} | {fmt(figure, 'orders_per_s')} |" for name, figure in p["send_only_by_setting"].items()],
+        "",
+        f"## Consumer ({c['backlog_orders']:,} orders of backlog)",
+        "",
+        "| run | orders/s per micro-batch |",
+        "|---|---|",
+        f"| `consumer.py --available-now` | {fmt(c, 'orders_per_s')} |",
+        f"| `consumer.py` streaming, 5 micro-batches | {fmt(c, 'streaming_orders_per_s')} |",
+        f"| same transformation as a Spark batch job (ceiling) | {fmt(c, 'batch_ceiling_orders_per_s')} |",
+        "",
+        f"- consumer / batch ceiling: **{results['ratios']['consumer_vs_ceiling']}** (target >= 0.7)",
+        "",
+        "## End-to-end latency (broker acknowledgement -> first printed table listing the order)",
+        "",
+        "| rate (orders/s) | ours p50 / p95 / max (s) | naive p50 / p95 / max (s) | p95 naive / ours |",
+        "|---|---|---|---|",
+    ]
+    for rate, pair in lat.items():
+        o, n = pair["ours"], pair["naive"]
+        lines.append(
+            f"| {rate} | {o['p50_s']} / {o['p95_s']} / {o['max_s']} | {n['p50_s']} / {n['p95_s']} / "
+            f"{n['max_s']} | {ratio(n['p95_s'], o['p95_s'])} |"
+        )
+    lines += [
+        "",
+        "Naive: the seed's code path with Spark's defaults (200 shuffle partitions, default trigger, "
+        "console sink), `bench/naive_consumer.py`. Target: ours p95 at 1,000/s at most a fifth of naive's.",
+        "",
+        "## Peak memory (RSS, MB, process and children)",
+        "",
+        "| process | MB |",
+        "|---|---|",
+        *[f"| {name} | {value} |" for name, value in results["peak_rss_mb"].items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--producer-orders", type=int, default=50_000)
+    parser.add_argument("--java-records", type=int, default=300_000)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of load before markers are sent")
+    parser.add_argument("--sustain", type=float, default=20.0, help="seconds of markers at each rate")
+    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for the last markers")
+    parser.add_argument("--output", type=Path, default=BENCH / "results.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        broker = LocalBroker(free_port(), Path(data_dir))
+        broker.start()
+        try:
+            print("producer ...", file=sys.stderr, flush=True)
+            producer = bench_producer(broker, args)
+            print("consumer ...", file=sys.stderr, flush=True)
+            consumer = bench_consumer(broker, args)
+            print("latency ...", file=sys.stderr, flush=True)
+            latency, memory = bench_latency(broker, args)
+        finally:
+            broker.stop()
+    results = {
+        "measured_at": datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "producer": producer,
+        "consumer": consumer,
+        "latency": latency,
+        "peak_rss_mb": {
+            "producer (--rate 0)": producer["peak_rss_mb"],
+            "producer (latency load)": memory["producer"],
+            "spark driver, consumer throughput": consumer["peak_rss_mb"],
+            "spark driver, ours (latency)": memory["driver_ours"],
+            "spark driver, naive (latency)": memory["driver_naive"],
+        },
+    }
+    results["ratios"] = {
+        "producer_vs_generation": ratio(producer["orders_per_s"], producer["generation_only_orders_per_s"]),
+        "producer_vs_java": ratio(producer["orders_per_s"], producer["java_perf_records_per_s"]),
+        "consumer_vs_ceiling": ratio(consumer["orders_per_s"], consumer["batch_ceiling_orders_per_s"]),
+        "latency_p95_naive_vs_ours": {
+            rate: ratio(pair["naive"]["p95_s"], pair["ours"]["p95_s"]) for rate, pair in latency.items()
+        },
+    }
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    args.markdown.write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""A smoke run of the benchmark with tiny sizes: it keeps working and writes every figure.
+No timing is asserted here; the figures live in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ventas.processes import ROOT, pipeline_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
+    output, markdown = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--repeat",
+            "1",
+            "--producer-orders",
+            "500",
+            "--java-records",
+            "2000",
+            "--backlog",
+            "3000",
+            "--rates",
+            "100",
+            "--warmup",
+            "12",
+            "--sustain",
+            "3",
+            "--drain",
+            "6",
+            "--output",
+            str(output),
+            "--markdown",
+            str(markdown),
+        ],
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    for section, key in [
+        ("producer", "orders_per_s"),
+        ("producer", "generation_only_orders_per_s"),
+        ("producer", "send_only_orders_per_s"),
+        ("producer", "java_perf_records_per_s"),
+        ("consumer", "orders_per_s"),
+        ("consumer", "batch_ceiling_orders_per_s"),
+    ]:
+        assert figures[section][key] > 0, (section, key)
+    for consumer in ("ours", "naive"):
+        latency = figures["latency"]["100"][consumer]
+        assert latency["markers"] >= 1 and 0 < latency["p50_s"] <= latency["p95_s"] <= latency["max_s"]
+    assert all(mb > 0 for mb in figures["peak_rss_mb"].values())
+    assert figures["machine"]["cores"] >= 1
+    assert "| 100 |" in markdown.read_text()
