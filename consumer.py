@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from schemas import (
     CANTIDAD,
@@ -403,20 +403,28 @@ def failure_summary(error_text: str) -> str:
     return (causes[-1] if causes else error_text.strip().splitlines()[0])[:500]
 
 
-def log_progress(query: StreamingQuery, logged: dict[str, int]) -> None:
-    """One INFO line per finished micro-batch: records read, time taken, throughput."""
-    progress = query.lastProgress
-    if not progress or logged.get(query.name) == progress["batchId"]:
-        return
-    logged[query.name] = progress["batchId"]
-    log.info(
-        "%s batch %d: %d records in %d ms (%.0f records/s)",
-        query.name,
-        progress["batchId"],
-        progress["numInputRows"],
-        progress["durationMs"].get("triggerExecution", 0),
-        progress.get("processedRowsPerSecond") or 0.0,
-    )
+class ProgressLogger(StreamingQueryListener):
+    """One INFO line per finished micro-batch of each query: records read, time taken, throughput."""
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        log.info(
+            "%s batch %d: %d records in %d ms (%.0f records/s)",
+            progress.name,
+            progress.batchId,
+            progress.numInputRows,
+            progress.durationMs.get("triggerExecution", 0),
+            progress.processedRowsPerSecond or 0.0,
+        )
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
 
 
 def on_stop_signals(handler) -> None:
@@ -429,12 +437,12 @@ def run(args: argparse.Namespace, stop: threading.Event) -> None:
     spark = create_session()
     on_stop_signals(stop.set)  # again: SparkContext installs a SIGINT handler that calls the JVM
     try:
+        if log.isEnabledFor(logging.INFO):
+            spark.streams.addListener(ProgressLogger())
         printer, queries = start_queries(spark, args, stop)
-        logged: dict[str, int] = {}
         while not stop.is_set() and any(q.isActive for q in queries):
             for query in queries:
                 query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
-                log_progress(query, logged)
         for query in queries:
             query.stop()
         if args.available_now and printer.batches == 0 and not stop.is_set():

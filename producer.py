@@ -11,6 +11,7 @@ the exact per-product totals of the orders the broker acknowledged: the consumer
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -38,6 +39,7 @@ from ventas.orders import Order, OrderGenerator
 
 log = logging.getLogger("producer")
 PROGRESS_EVERY_S = 5.0
+DELIVERY_TIMEOUT_MS = 120_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +95,14 @@ class DeliveryReport:
             self.failed += 1
         log.error("order %s was not delivered: %s", order.order_id, error)
 
+    def abandon_pending(self) -> None:
+        """Count the records still unacknowledged at exit as failed."""
+        with self._lock:
+            pending = self.sent - self.acknowledged - self.failed
+            self.failed += pending
+        if pending:
+            log.error("%d orders were not acknowledged by the broker before exit", pending)
+
     def as_json(self, topic: str, elapsed_s: float) -> dict:
         with self._lock:
             return {
@@ -120,7 +130,7 @@ def connect(bootstrap_servers: str, timeout_s: float):
                 enable_idempotence=True,
                 retries=2**31 - 1,
                 retry_backoff_ms=200,
-                delivery_timeout_ms=120_000,
+                delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 max_in_flight_requests_per_connection=1,  # kafka-python's idempotent producer requires 1
                 linger_ms=5,
                 batch_size=64 * 1024,
@@ -169,9 +179,19 @@ def produce(args: argparse.Namespace, stop: threading.Event) -> tuple[DeliveryRe
             if interval:
                 stop.wait(max(0.0, started + report.sent * interval - now))
     finally:
-        producer.flush()
-        producer.close()
+        finish(producer, report)
     return report, time.monotonic() - started
+
+
+def finish(producer, report: DeliveryReport) -> None:
+    """Flush what is pending, for at most the delivery timeout: a record not acknowledged by then
+    (the broker stayed down) is counted as failed rather than waited for forever."""
+    from kafka.errors import KafkaTimeoutError
+
+    with contextlib.suppress(KafkaTimeoutError):
+        producer.flush(timeout=DELIVERY_TIMEOUT_MS / 1000)
+    producer.close(timeout=5)
+    report.abandon_pending()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -253,7 +253,7 @@ BATCH_LINE = re.compile(r"totals batch (\d+): (\d+) records in (\d+) ms")
 
 
 def consumer_run(
-    broker: LocalBroker, topic: str, extra: list[str], until_records: int, peaks: list[float]
+    broker: LocalBroker, topic: str, extra: list[str], until_records: int, peaks: list[float], timeout_s: float = 900
 ) -> list[tuple[int, int]]:
     """Run our consumer on a fresh checkpoint until it has processed `until_records`; the
     (records, ms) of each non-empty totals batch."""
@@ -282,6 +282,8 @@ def consumer_run(
             start_new_session=True,
         )
         rss = PeakRss(process.pid)
+        watchdog = threading.Timer(timeout_s, stop, [process])  # a run that never gets there ends anyway
+        watchdog.start()
         batches: list[tuple[int, int]] = []
         for line in process.stdout:
             match = BATCH_LINE.search(line)
@@ -289,8 +291,10 @@ def consumer_run(
                 batches.append((int(match.group(2)), int(match.group(3))))
                 if sum(b[0] for b in batches) >= until_records:
                     break
+        watchdog.cancel()
         stop(process)
         peaks.append(rss.stop())
+    assert batches, f"the consumer reported no batch: {command}"
     return batches
 
 
@@ -350,6 +354,7 @@ def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iter
             "--rate",
             str(rate),
         ],
+        start_new_session=True,
         stdout=subprocess.DEVNULL,
         env=pipeline_env(),
     )

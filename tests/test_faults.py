@@ -62,16 +62,19 @@ def test_consumer_restarts_mid_stream_lose_nothing_and_count_nothing_twice(
     summary = tmp_path / "summary.json"
     producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=5000, rate=200, seed=21))
     streaming = consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second")
-    for attempt in range(2):
-        out = tmp_path / f"consumer-{attempt}.txt"
-        consumer = start_consumer(streaming, out)
-        try:
-            wait_for_table(out, consumer)
-            time.sleep(2)
-        finally:
-            stop(consumer, kill_with)
-        assert "Traceback" not in out.read_text()
-    assert producer.wait(timeout=300) == 0, producer.stderr.read()
+    try:
+        for attempt in range(2):
+            out = tmp_path / f"consumer-{attempt}.txt"
+            consumer = start_consumer(streaming, out)
+            try:
+                wait_for_table(out, consumer)
+                time.sleep(2)
+            finally:
+                stop(consumer, kill_with)
+            assert "Traceback" not in out.read_text()
+        assert producer.wait(timeout=300) == 0, producer.stderr.read()
+    finally:
+        stop(producer)
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
 
 
@@ -80,7 +83,7 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
     broker.start(topics=("ventas-events",), partitions=2)
     bootstrap, topic, summary = broker.bootstrap, "ventas-events", tmp_path / "summary.json"
     out = tmp_path / "consumer.txt"
-    consumer = None
+    consumer = producer = None
     try:
         producer = start_producer(producer_args(bootstrap, topic, summary, count=4000, rate=200, seed=31))
         consumer = start_consumer(consumer_args(bootstrap, topic, tmp_path, "--trigger-interval", "1 second"), out)
@@ -94,8 +97,9 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
         # The idempotent producer's retries left no duplicate behind.
         assert len(read_topic(bootstrap, topic)) == 4000
     finally:
-        if consumer:
-            stop(consumer, signal.SIGINT)
+        for process in (consumer, producer):
+            if process:
+                stop(process, signal.SIGINT)
         broker.stop()
     assert "Traceback" not in out.read_text()
 

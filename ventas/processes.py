@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,13 +38,20 @@ def start(command: Sequence[str], **kwargs) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGINT, timeout_s: float = 60.0) -> int:
-    """Signal a process group as a terminal's Ctrl-C would; SIGKILL it if it does not exit in time."""
+    """Signal a process (its whole group, if it leads one: spark-submit's JVM and Python driver) as a
+    terminal's Ctrl-C would; SIGKILL it if it does not exit in time."""
+
+    def send(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+
     if process.poll() is None:
+        send(sig)
         try:
-            os.killpg(process.pid, sig)
             return process.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            send(signal.SIGKILL)
     return process.wait()
