@@ -418,7 +418,9 @@ def latency_run(
                 markers.send(topic, key=name.encode(), value=value).get(timeout=30)
                 acked[name] = time.time()
                 time.sleep(0.25)
-            time.sleep(args.drain)
+            drained = time.time() + args.drain
+            while time.time() < drained and not acked.keys() <= first_seen.keys():
+                time.sleep(0.2)
     finally:
         markers.close()
         stop(process)
@@ -563,7 +565,7 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds of load before markers are sent")
     parser.add_argument("--sustain", type=float, default=20.0, help="seconds of markers at each rate")
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for the last markers")
+    parser.add_argument("--drain", type=float, default=60.0, help="at most this long to wait for the last markers")
     parser.add_argument("--output", type=Path, default=BENCH / "results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
