@@ -56,6 +56,7 @@ from ventas.config import (
     setup_logging,
     true_or_false,
 )
+from ventas.security import KafkaSecurity, load_security, refuse_early
 from ventas.table import format_batch
 
 log = logging.getLogger("consumer")
@@ -220,7 +221,7 @@ def _local_path(location: str) -> Path | None:
     return None
 
 
-def check_topic(bootstrap_servers: str, topic: str, timeout_s: float) -> None:
+def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: KafkaSecurity) -> None:
     """Fail fast, in one line, when the broker is unreachable or the topic missing (the Kafka source
     itself would retry for minutes). Skipped when kafka-python is not installed on the driver."""
     try:
@@ -229,16 +230,23 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float) -> None:
     except ImportError:
         return
     timeout_ms = int(timeout_s * 1000)
+    refuse_early(bootstrap_list(bootstrap_servers), security)
     try:
         client = KafkaConsumer(
             bootstrap_servers=bootstrap_list(bootstrap_servers),
             api_version_auto_timeout_ms=timeout_ms,
+            **security.kafka_python(),
             request_timeout_ms=max(timeout_ms, 1000) + 1,
         )
     except NoBrokersAvailable:
         raise UserError(f"no Kafka broker reachable at {bootstrap_servers}") from None
     try:
         if topic not in client.topics():
+            if security.uses_sasl:  # Kafka does not tell a missing topic from one the user may not see
+                raise UserError(
+                    f"topic {topic!r} not found on {bootstrap_servers}, or user {security.username!r} "
+                    f"is not authorized to use topic {topic!r}"
+                )
             raise UserError(f"topic {topic!r} not found on {bootstrap_servers} (scripts/kafka-local start creates it)")
     finally:
         client.close()
@@ -327,6 +335,8 @@ def create_session() -> SparkSession:
     spark = (
         SparkSession.builder.appName("ventas-events-totals")
         .config("spark.ui.showConsoleProgress", "false")  # the table is what the console shows
+        # Source options carrying credentials (kafka.sasl.jaas.config) never show in plans or the UI.
+        .config("spark.sql.redaction.options.regex", "(?i)url|jaas|password")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(env("SPARK_LOG_LEVEL", "ERROR"))
@@ -344,6 +354,7 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         .option("subscribe", args.topic)
         .option("startingOffsets", args.starting_offsets)
         .option("failOnDataLoss", str(args.fail_on_data_loss).lower())
+        .options(**args.security.spark_options())
     )
     if args.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)
@@ -469,7 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     on_stop_signals(stop.set)
     try:
         resolve_paths(args)
-        check_topic(args.bootstrap_servers, args.topic, args.connect_timeout)
+        args.security = load_security(args.client_properties)
+        check_topic(args.bootstrap_servers, args.topic, args.connect_timeout, args.security)
         run(args, stop)
     except UserError as error:
         fail(parser.prog, error)

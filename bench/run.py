@@ -32,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
 from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
 from ventas.orders import OrderGenerator  # noqa: E402
-from ventas.processes import pipeline_env, spark_submit_command, stop  # noqa: E402
+from ventas.processes import pipeline_env, producer_command, spark_submit_command, stop  # noqa: E402
 
 BENCH = ROOT / "bench"
 PRODUCER_SETTINGS = {  # kafka-python settings tried for the sending path; the first is producer.py's
+    "linger 20 ms, batch 256 KiB": {"linger_ms": 20, "batch_size": 256 * 1024},
     "linger 5 ms, batch 64 KiB": {"linger_ms": 5, "batch_size": 64 * 1024},
     "linger 0, batch 16 KiB": {"linger_ms": 0, "batch_size": 16 * 1024},
-    "linger 20 ms, batch 256 KiB": {"linger_ms": 20, "batch_size": 256 * 1024},
-    "linger 5 ms, batch 64 KiB, gzip": {"linger_ms": 5, "batch_size": 64 * 1024, "compression_type": "gzip"},
+    "linger 20 ms, batch 256 KiB, gzip": {"linger_ms": 20, "batch_size": 256 * 1024, "compression_type": "gzip"},
 }
 
 
@@ -148,20 +148,9 @@ def producer_py(broker: LocalBroker, count: int, peaks: list[float]) -> float:
     topic = new_topic(broker)
     with tempfile.NamedTemporaryFile(suffix=".json") as summary:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "producer.py"),
-                "--bootstrap-servers",
-                broker.bootstrap,
-                "--topic",
-                topic,
-                "--count",
-                str(count),
-                "--rate",
-                "0",
-                "--summary-file",
-                summary.name,
-            ],
+            producer_command(
+                broker.bootstrap, topic, "--count", str(count), "--rate", "0", "--summary-file", summary.name
+            ),
             stdout=subprocess.DEVNULL,
             env=pipeline_env(),
         )
@@ -344,16 +333,7 @@ def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
 @contextmanager
 def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iterator[None]:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "producer.py"),
-            "--bootstrap-servers",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--rate",
-            str(rate),
-        ],
+        producer_command(broker.bootstrap, topic, "--rate", str(rate)),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         env=pipeline_env(),

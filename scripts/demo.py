@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ventas.config import DEFAULT_TOPIC, UserError, env, fail, non_negative_float, positive_int
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
-from ventas.processes import ROOT, spark_submit_command, start, stop
+from ventas.processes import producer_command, spark_submit_command, start, stop
 
 
 def main() -> None:
@@ -50,9 +50,7 @@ def main() -> None:
         file=sys.stderr,
     )
     kafka = ["--bootstrap-servers", broker.bootstrap, "--topic", args.topic]
-    producer = start(
-        [sys.executable, str(ROOT / "producer.py"), *kafka, "--rate", str(args.rate), "--log-level", "INFO"]
-    )
+    producer = start(producer_command(broker.bootstrap, args.topic, "--rate", str(args.rate), "--log-level", "INFO"))
     consumer = start(spark_submit_command(kafka))
     try:
         while not stopping.is_set() and producer.poll() is None and consumer.poll() is None:

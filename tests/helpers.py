@@ -31,9 +31,9 @@ def run_producer(*args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | N
     )
 
 
-def run_consumer(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_consumer(*args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | None = None) -> CompletedProcess:
     return subprocess.run(
-        spark_submit_command(args), capture_output=True, text=True, env=pipeline_env(), timeout=timeout
+        spark_submit_command(args), capture_output=True, text=True, env=pipeline_env(env), timeout=timeout
     )
 
 
@@ -148,3 +148,20 @@ def wait_for_table(
             return tables[-1]
         time.sleep(0.5)
     raise AssertionError(f"no table {expected or ''} in the consumer's output: {printed_tables(out.read_text())[-2:]}")
+
+
+def producer_args(bootstrap: str, topic: str, summary: Path, count: int, rate: int, seed: int) -> list[str]:
+    return [
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        str(count),
+        "--rate",
+        str(rate),
+        "--seed",
+        str(seed),
+        "--summary-file",
+        str(summary),
+    ]

@@ -14,6 +14,7 @@ from tests.helpers import (
     consumer_args,
     printed_lines,
     printed_tables,
+    producer_args,
     rejected_rows,
     run_consumer,
     run_producer,
@@ -30,20 +31,7 @@ pytestmark = pytest.mark.integration
 
 
 def produce(bootstrap: str, topic: str, summary: Path, count: int, seed: int) -> dict[str, Decimal]:
-    result = run_producer(
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--count",
-        str(count),
-        "--rate",
-        "0",
-        "--seed",
-        str(seed),
-        "--summary-file",
-        str(summary),
-    )
+    result = run_producer(*producer_args(bootstrap, topic, summary, count=count, rate=0, seed=seed))
     assert result.returncode == 0, result.stderr
     return summary_totals(summary)
 

@@ -14,6 +14,7 @@ from tests.helpers import (
     consumer_args,
     printed_lines,
     printed_tables,
+    producer_args,
     read_topic,
     rejected_rows,
     run_consumer,
@@ -29,23 +30,6 @@ from ventas.kafka_local import LocalBroker, free_port
 from ventas.processes import stop
 
 pytestmark = pytest.mark.integration
-
-
-def producer_args(bootstrap: str, topic: str, summary: Path, count: int, rate: int, seed: int) -> list[str]:
-    return [
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--count",
-        str(count),
-        "--rate",
-        str(rate),
-        "--seed",
-        str(seed),
-        "--summary-file",
-        str(summary),
-    ]
 
 
 def final_totals(bootstrap: str, topic: str, state: Path) -> dict[str, Decimal]:

@@ -56,6 +56,13 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
         help="DEBUG, INFO, WARNING or ERROR; INFO adds progress lines (env LOG_LEVEL; default %(default)s)",
     )
     parser.add_argument(
+        "--client-properties",
+        type=Path,
+        default=env("KAFKA_CLIENT_PROPERTIES"),
+        help="TLS/SASL settings file, see ventas/security.py (env KAFKA_CLIENT_PROPERTIES; "
+        "or KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables)",
+    )
+    parser.add_argument(
         "--connect-timeout",
         type=non_negative_float,
         default=env("KAFKA_CONNECT_TIMEOUT", "30"),

@@ -22,8 +22,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ventas import secure_broker
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, UserError, env, fail, positive_int
 from ventas.jars import ensure_kafka_libs
+from ventas.secure_broker import STRANGER, WRITER
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
@@ -79,6 +81,7 @@ class LocalBroker:
 
     port: int
     data_dir: Path
+    secure: bool = False  # SASL_SSL (SCRAM or PLAIN) with a throwaway CA, and ACLs
 
     @property
     def bootstrap(self) -> str:
@@ -105,12 +108,26 @@ class LocalBroker:
             return None
         return pid if str(self._properties).encode() in cmdline else None
 
+    @property
+    def admin_bootstrap(self) -> str:
+        """Where this project's own admin calls go: the client port, or for a secure broker its
+        PLAINTEXT listener for local administration (a super user, bound to 127.0.0.1)."""
+        if not self.secure:
+            return self.bootstrap
+        return f"{HOST}:{json.loads(self._state_file.read_text())['admin_port']}"
+
+    def client_properties(self, user: str) -> Path:
+        """A secure broker's client settings for `user` (WRITER or STRANGER), for --client-properties."""
+        return self.data_dir / f"client-{user}.properties"
+
     def start(self, partitions: int = 1, timeout_s: float = 90.0, topics: tuple[str, ...] = ()) -> bool:
         """Start the broker unless it already runs; create `topics`. True when it was started."""
         pid = self.pid()
         if pid is None:
             self._launch(timeout_s)
         self.create_topics(topics, partitions)
+        if self.secure:
+            secure_broker.grant(self.admin_bootstrap, WRITER, topics)
         return pid is None
 
     def _launch(self, timeout_s: float) -> None:
@@ -122,18 +139,25 @@ class LocalBroker:
         libs = ensure_kafka_libs()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         controller_port = free_port()
+        admin_port = free_port() if self.secure else self.port
         logs_dir = self.data_dir / "logs"
+        if self.secure:
+            listeners = secure_broker.listener_config(self.data_dir, HOST, self.port, admin_port)
+        else:
+            listeners = [
+                f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ]
         self._properties.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{HOST}:{controller_port}",
-                    f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    *(line.replace("CONTROLLER_PORT", str(controller_port)) for line in listeners),
                     f"log.dirs={logs_dir}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -161,7 +185,16 @@ class LocalBroker:
         if not (logs_dir / "meta.properties").exists():
             cluster_id = new_cluster_id()
             formatted = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._properties)],
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self._properties),
+                    *(secure_broker.scram_arguments(self.data_dir) if self.secure else []),
+                ],
                 capture_output=True,
                 text=True,
             )
@@ -175,7 +208,7 @@ class LocalBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._state_file.write_text(json.dumps({"pid": process.pid, "port": self.port}))
+        self._state_file.write_text(json.dumps({"pid": process.pid, "port": self.port, "admin_port": admin_port}))
         self._wait_until_ready(process, timeout_s)
 
     def _wait_until_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
@@ -187,7 +220,7 @@ class LocalBroker:
             if process.poll() is not None:
                 raise UserError(f"the Kafka broker exited with code {process.returncode}: see {self.log_file}")
             try:
-                KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000).close()
+                KafkaAdminClient(bootstrap_servers=self.admin_bootstrap, request_timeout_ms=5000).close()
                 return
             except KafkaError:
                 time.sleep(0.5)
@@ -202,7 +235,7 @@ class LocalBroker:
 
         if not topics:
             return
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = KafkaAdminClient(bootstrap_servers=self.admin_bootstrap)
         try:
             missing = [t for t in topics if t not in set(admin.list_topics())]
             for topic in missing:
@@ -263,8 +296,13 @@ def main(argv: list[str] | None = None) -> None:
         help="partitions of that topic (env KAFKA_PARTITIONS; default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker to come up")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL with a throwaway CA, SCRAM/PLAIN users and ACLs (see ventas/secure_broker.py)",
+    )
     args = parser.parse_args(argv)
-    broker = LocalBroker(args.port, (args.data_dir or default_data_dir(args.port)).resolve())
+    broker = LocalBroker(args.port, (args.data_dir or default_data_dir(args.port)).resolve(), args.secure)
     try:
         if args.command == "start":
             started = broker.start(args.partitions, args.timeout, (args.topic,))
@@ -273,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"Kafka broker {state} at {broker.bootstrap} (pid {broker.pid()}, log {broker.log_file})",
                 file=sys.stderr,
             )
+            if broker.secure:
+                for user in (WRITER, STRANGER):
+                    print(
+                        f"settings of user {user}: --client-properties {broker.client_properties(user)}",
+                        file=sys.stderr,
+                    )
             print(broker.bootstrap)
         elif args.command == "stop":
             print("stopped" if broker.stop() else f"not running (data dir {broker.data_dir})")

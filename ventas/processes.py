@@ -32,6 +32,19 @@ def spark_submit_command(args: Sequence[str], script: Path = ROOT / "consumer.py
     return [str(spark_submit), "--packages", spark_kafka_package(), str(script), *args]
 
 
+def producer_command(bootstrap_servers: str, topic: str, *args: str) -> list[str]:
+    """`python producer.py --bootstrap-servers B --topic T ARGS` with this interpreter."""
+    return [
+        sys.executable,
+        str(ROOT / "producer.py"),
+        "--bootstrap-servers",
+        bootstrap_servers,
+        "--topic",
+        topic,
+        *args,
+    ]
+
+
 def start(command: Sequence[str], **kwargs) -> subprocess.Popen:
     """Start a command in its own process group, so that it can be signalled as a whole."""
     return subprocess.Popen(list(command), env=pipeline_env(), start_new_session=True, **kwargs)
