@@ -160,3 +160,10 @@ def test_a_wrong_ca_is_refused(secure_broker: LocalBroker, tmp_path: Path) -> No
     )
     env = {"KAFKA_CLIENT_PROPERTIES": str(properties)}
     refused(secure_broker, tmp_path, env, "TLS certificate")
+
+
+def test_the_broker_log_holds_no_password(secure_broker: LocalBroker, tmp_path: Path) -> None:
+    produce(secure_broker, tmp_path, "--client-properties", str(secure_broker.client_properties(WRITER)))
+    log = secure_broker.log_file.read_text()
+    assert "SASL_SSL" in log  # the log is the broker's, and it did start with this profile
+    assert not any(password in log for password in passwords(secure_broker))
