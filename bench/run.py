@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -549,6 +550,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=BENCH / "results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the broker below is stopped, by PID
 
     with tempfile.TemporaryDirectory() as data_dir:
         broker = LocalBroker(free_port(), Path(data_dir))
