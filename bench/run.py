@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
 from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
 from ventas.orders import OrderGenerator  # noqa: E402
-from ventas.processes import pipeline_env, producer_command, spark_submit_command, stop  # noqa: E402
+from ventas.processes import pipeline_env, producer_command, spark_submit_command, start, stop  # noqa: E402
 
 BENCH = ROOT / "bench"
 PRODUCER_SETTINGS = {  # kafka-python settings tried for the sending path; the first is producer.py's
@@ -263,14 +263,7 @@ def consumer_run(
                 *extra,
             ]
         )
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=pipeline_env(),
-            start_new_session=True,
-        )
+        process = start(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         rss = PeakRss(process.pid)
         watchdog = threading.Timer(timeout_s, stop, [process])  # a run that never gets there ends anyway
         watchdog.start()
@@ -369,13 +362,8 @@ def latency_run(
     driver_peaks: list[float],
 ) -> dict:
     topic = new_topic(broker)
-    process = subprocess.Popen(
-        [part.replace("TOPIC", topic) for part in command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=pipeline_env(),
-        start_new_session=True,
+    process = start(
+        [part.replace("TOPIC", topic) for part in command], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     rss = PeakRss(process.pid)
     first_seen: dict[str, float] = {}
