@@ -62,6 +62,7 @@ from ventas.table import format_batch
 log = logging.getLogger("consumer")
 
 REJECT_REASON = "reject_reason"
+INVALID_UTF8 = "not valid UTF-8"
 ORDER = "order"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
 SQL_DEFAULTS = {
@@ -100,7 +101,7 @@ def parse_orders(kafka_rows: DataFrame) -> DataFrame:
     order_col = F.col(ORDER)
     reason = (
         F.when(value.isNull(), "tombstone (null value)")
-        .when(F.encode(text, "UTF-8") != value, "not valid UTF-8")
+        .when(F.encode(text, "UTF-8") != value, INVALID_UTF8)
         .when(order_col.isNull() | order_col[CORRUPT_RECORD].isNotNull(), "not a JSON object of the order schema")
         .when(F.coalesce(F.length(F.trim(order_col[ORDER_ID])), F.lit(0)) == 0, "missing order_id")
         .when(order_col[PRODUCTS].isNull(), "missing products array")
@@ -112,7 +113,7 @@ def parse_orders(kafka_rows: DataFrame) -> DataFrame:
 def rejected_records(parsed: DataFrame) -> DataFrame:
     """The rejected rows as a user inspects them: where they came from, why, and the raw value."""
     value = F.col("value")
-    is_text = F.encode(value.cast("string"), "UTF-8") == value
+    is_text = F.col(REJECT_REASON) != INVALID_UTF8  # decided once, in parse_orders
     return parsed.where(F.col(REJECT_REASON).isNotNull()).select(
         "topic",
         "partition",
@@ -203,8 +204,7 @@ def resolve_paths(args: argparse.Namespace) -> None:
     args.rejected_path = args.rejected_path or str(STATE_HOME / "rejected" / args.topic)
     for name in ("checkpoint_location", "rejected_path"):
         path = getattr(args, name)
-        if _local_path(path) is not None:
-            local = _local_path(path)
+        if (local := _local_path(path)) is not None:
             try:
                 local.mkdir(parents=True, exist_ok=True)
             except OSError as error:
