@@ -11,10 +11,8 @@ the exact per-product totals of the orders the broker acknowledged: the consumer
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -37,10 +35,13 @@ from ventas.config import (
 )
 from ventas.orders import Order, OrderGenerator
 from ventas.security import KafkaSecurity, load_security, refuse_early
+from ventas.signals import StopRequest, say
 
 log = logging.getLogger("producer")
 PROGRESS_EVERY_S = 5.0
 DELIVERY_TIMEOUT_MS = 120_000
+FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
+STOP_NOTICE_AFTER_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,22 +86,35 @@ class DeliveryReport:
     totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    _closed: bool = field(default=False, repr=False)
+
     def on_success(self, order: Order) -> None:
         with self._lock:
+            if self._closed:
+                return
             self.acknowledged += 1
             for line in order.products:
                 self.totals[line.name] += line.amount
 
     def on_failure(self, order: Order, error: Exception) -> None:
         with self._lock:
+            if self._closed:
+                return
             self.failed += 1
         log.error("order %s was not delivered: %s", order.order_id, error)
 
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self.sent - self.acknowledged - self.failed
+
     def abandon_pending(self) -> None:
-        """Count the records still unacknowledged at exit as failed."""
+        """Count the records still unacknowledged at exit as failed, and close the report: a callback
+        that comes later (the producer's close aborts what it still holds) changes nothing."""
         with self._lock:
             pending = self.sent - self.acknowledged - self.failed
             self.failed += pending
+            self._closed = True
         if pending:
             log.error("%d orders were not acknowledged by the broker before exit", pending)
 
@@ -148,7 +162,7 @@ def connect(bootstrap_servers: str, timeout_s: float, security: KafkaSecurity):
             time.sleep(1)
 
 
-def produce(args: argparse.Namespace, stop: threading.Event) -> tuple[DeliveryReport, float]:
+def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport, float]:
     """Send orders until --count or `stop`; flush and close. Returns the report and elapsed seconds."""
     from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
@@ -166,7 +180,7 @@ def produce(args: argparse.Namespace, stop: threading.Event) -> tuple[DeliveryRe
             raise UserError(f"topic {args.topic!r} not found on {args.bootstrap_servers}") from None
         except TopicAuthorizationFailedError:
             raise UserError(f"user {security.username!r} is not authorized to use topic {args.topic!r}") from None
-        while not stop.is_set() and (args.count is None or report.sent < args.count):
+        while not stop.requested.is_set() and (args.count is None or report.sent < args.count):
             order = generator.order(datetime.now())
             try:
                 future = producer.send(args.topic, key=order.order_id.encode(), value=order.to_json())
@@ -187,30 +201,54 @@ def produce(args: argparse.Namespace, stop: threading.Event) -> tuple[DeliveryRe
                 )
                 next_progress = now + PROGRESS_EVERY_S
             if interval:
-                stop.wait(max(0.0, started + report.sent * interval - now))
+                stop.requested.wait(max(0.0, started + report.sent * interval - now))
     finally:
-        finish(producer, report)
+        finish(producer, report, stop)
     return report, time.monotonic() - started
 
 
-def finish(producer, report: DeliveryReport) -> None:
-    """Flush what is pending, for at most the delivery timeout: a record not acknowledged by then
-    (the broker stayed down) is counted as failed rather than waited for forever."""
+def finish(producer, report: DeliveryReport, stop: StopRequest) -> None:
+    """Flush what is pending, for at most the delivery timeout, or until a second stop signal: a
+    record not acknowledged by then (the broker stayed down) is counted as failed rather than waited
+    for forever."""
     from kafka.errors import KafkaTimeoutError
 
-    with contextlib.suppress(KafkaTimeoutError):
-        producer.flush(timeout=DELIVERY_TIMEOUT_MS / 1000)
-    producer.close(timeout=5)
+    started = time.monotonic()
+    flushed = noticed = False
+    while not flushed and not stop.immediate.is_set() and time.monotonic() - started < DELIVERY_TIMEOUT_MS / 1000:
+        try:
+            producer.flush(timeout=FLUSH_POLL_S)
+            flushed = True
+        except KafkaTimeoutError:
+            if not noticed and time.monotonic() - started >= STOP_NOTICE_AFTER_S:
+                say(
+                    f"producer: waiting for the broker to acknowledge {report.pending} orders "
+                    f"(at most {DELIVERY_TIMEOUT_MS // 1000} s; Ctrl-C again to stop at once)"
+                )
+                noticed = True
     report.abandon_pending()
+    if flushed:
+        producer.close(timeout=5)
+    else:
+        abandon(producer)
+
+
+def abandon(producer) -> None:
+    """Close a producer that still holds records no broker will acknowledge. kafka-python's
+    close(timeout) flushes first and raises when that times out (2.3 and 3.0 alike), so its sender
+    thread is force-closed first, failing what it holds. Private API: tests/test_stops.py
+    (test_a_second_signal_stops_a_producer_waiting_for_a_dead_broker) pins it."""
+    producer._sender.force_close()
+    producer._sender.join(5)
+    producer.close(timeout=0)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = StopRequest()
+    stop.install()
     try:
         report, elapsed = produce(args, stop)
     except UserError as error:

@@ -2,22 +2,22 @@
 
 Starts the local Kafka broker (unless one already runs on KAFKA_PORT), creates the topic, then
 runs producer.py and consumer.py (through spark-submit) side by side; the consumer's table
-refreshes after every micro-batch. Ctrl-C stops all three, the broker only if the demo started it.
+refreshes after every micro-batch. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops all three,
+the broker only if the demo started it; a second one passes "stop at once" on.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ventas.config import DEFAULT_TOPIC, UserError, env, fail, non_negative_float, positive_int
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
-from ventas.processes import producer_command, spark_submit_command, start, stop
+from ventas.processes import producer_command, spark_submit_command, start, stop_all
+from ventas.signals import StopRequest, say
 
 
 def main() -> None:
@@ -37,30 +37,35 @@ def main() -> None:
     )
     args = parser.parse_args()
     broker = LocalBroker(args.port, default_data_dir(args.port))
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    stop = StopRequest()  # Ctrl-C, SIGTERM, or SIGHUP when the terminal is closed
+    stop.install()
     try:
         started_broker = broker.start(topics=(args.topic,))
     except UserError as error:
         fail(parser.prog, error)
-    print(
+    say(
         f"demo: Kafka broker at {broker.bootstrap} ({'started' if started_broker else 'already running'}); "
-        "Ctrl-C stops everything",
-        file=sys.stderr,
+        "Ctrl-C stops everything"
     )
     kafka = ["--bootstrap-servers", broker.bootstrap, "--topic", args.topic]
-    producer = start(producer_command(broker.bootstrap, args.topic, "--rate", str(args.rate), "--log-level", "INFO"))
-    consumer = start(spark_submit_command(kafka))
+    processes = {}
+    ended = {}
     try:
-        while not stopping.is_set() and producer.poll() is None and consumer.poll() is None:
-            stopping.wait(0.5)
+        if not stop.requested.is_set():
+            processes["producer"] = start(
+                producer_command(broker.bootstrap, args.topic, "--rate", str(args.rate), "--log-level", "INFO")
+            )
+            processes["consumer"] = start(spark_submit_command(kafka))
+        while not stop.requested.is_set() and not ended:
+            stop.requested.wait(0.5)
+            ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
     finally:
-        stop(producer)
-        stop(consumer)
+        stop_all(list(processes.values()), again=stop.immediate)  # at once: a stop takes as long as the slower
         if started_broker:
             broker.stop()
-        print("demo: stopped producer, consumer" + (" and broker" if started_broker else ""), file=sys.stderr)
+        say("demo: stopped producer, consumer" + (" and broker" if started_broker else ""))
+    if ended:  # it did not wait for Ctrl-C: its own last lines say why
+        fail(parser.prog, UserError(", ".join(f"the {name} exited with code {code}" for name, code in ended.items())))
 
 
 if __name__ == "__main__":

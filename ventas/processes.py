@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,21 +52,43 @@ def start(command: Sequence[str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(list(command), env=pipeline_env(), start_new_session=True, **kwargs)
 
 
+def signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Signal a process's whole group if it leads one (spark-submit's JVM and its Python driver), as a
+    terminal's Ctrl-C would; else the process alone."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+
+
+def stop_all(
+    processes: Sequence[subprocess.Popen],
+    sig: int = signal.SIGINT,
+    timeout_s: float = 60.0,
+    again: threading.Event | None = None,
+) -> list[int]:
+    """Signal every running process at once and wait for all of them; pass the signal on a second
+    time when `again` is set (a second Ctrl-C: stop at once); SIGKILL what still runs after
+    `timeout_s`. Returns the exit codes."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        signal_group(process, sig)
+    deadline = time.monotonic() + timeout_s
+    repeated = False
+    while any(p.poll() is None for p in running) and time.monotonic() < deadline:
+        if again is not None and again.is_set() and not repeated:
+            for process in running:
+                if process.poll() is None:
+                    signal_group(process, sig)
+            repeated = True
+        time.sleep(0.1)
+    for process in running:
+        if process.poll() is None:
+            signal_group(process, signal.SIGKILL)
+    return [p.wait() for p in processes]
+
+
 def stop(process: subprocess.Popen, sig: int = signal.SIGINT, timeout_s: float = 60.0) -> int:
-    """Signal a process (its whole group, if it leads one: spark-submit's JVM and Python driver) as a
-    terminal's Ctrl-C would; SIGKILL it if it does not exit in time."""
-
-    def send(signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(process.pid) == process.pid:
-                os.killpg(process.pid, signum)
-            else:
-                process.send_signal(signum)
-
-    if process.poll() is None:
-        send(sig)
-        try:
-            return process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            send(signal.SIGKILL)
-    return process.wait()
+    """Stop one process as stop_all does."""
+    return stop_all([process], sig, timeout_s)[0]

@@ -1,0 +1,45 @@
+"""Stop signals, handled alike by the producer, the consumer and the demo.
+
+The first Ctrl-C, SIGTERM (a supervisor) or SIGHUP (the terminal was closed) asks for a graceful
+stop: finish or abandon cleanly what is in progress, then exit. A second one asks to stop at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections import Counter
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+THIS_PROCESS = "this process"
+
+
+class StopRequest:
+    """Stop signals received so far, and which kind of stop they ask for."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.immediate = threading.Event()
+        self._received: Counter[str] = Counter()
+
+    def receive(self, receiver: str = THIS_PROCESS) -> None:
+        """One stop signal, received by `receiver`. A terminal's Ctrl-C reaches every process of its
+        foreground group at once (spark-submit's JVM and its Python driver), so only a second signal
+        to the same process means "stop at once"."""
+        self._received[receiver] += 1
+        if self._received[receiver] > 1:
+            self.immediate.set()
+        self.requested.set()
+
+    def install(self) -> None:
+        """Route this process's stop signals here (again after a library replaced the handlers)."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, lambda *_: self.receive())
+
+
+def say(message: str) -> None:
+    """A status line on stderr that never fails: after SIGHUP the terminal may be gone."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr, flush=True)
