@@ -17,13 +17,14 @@ import json
 import logging
 import os
 import re
-import signal
-import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
+from py4j.protocol import Py4JError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,6 +45,7 @@ from schemas import (
     TOTALS_SCHEMA,
     consumer_read_schema,
 )
+from ventas import checkpoint
 from ventas.config import (
     EXIT_USAGE,
     STATE_HOME,
@@ -57,6 +59,7 @@ from ventas.config import (
     true_or_false,
 )
 from ventas.security import KafkaSecurity, load_security, refuse_early
+from ventas.signals import StopRequest, say
 from ventas.table import format_batch
 
 log = logging.getLogger("consumer")
@@ -65,6 +68,9 @@ REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
 ORDER = "order"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
+STOP_NOTICE_AFTER_S = 2.0  # a stop that takes longer says what it waits for
+STOP_GRACE_S = 30.0  # then the batch in progress is abandoned, to be run again on the next start
+TASKS_END_S = 10.0  # for the tasks of an abandoned batch to end once cancelled
 SQL_DEFAULTS = {
     # A handful of products needs no 200 shuffle partitions: each one is a state store to load
     # and commit every micro-batch. Fixed in the checkpoint at the first run; override with --conf.
@@ -252,39 +258,22 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: 
         client.close()
 
 
-class BatchSink:
-    """A foreachBatch function that stays quiet when the batch is cut short by a requested stop
-    (the batch is then not committed, and Spark runs it again on the next start)."""
-
-    def __init__(self, stopping: threading.Event) -> None:
-        self.stopping = stopping
-
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        try:
-            self.write(batch, batch_id)
-        except Exception:
-            if not self.stopping.is_set():
-                raise
-            logging.getLogger("py4j").setLevel(logging.CRITICAL)
-
-    def write(self, batch: DataFrame, batch_id: int) -> None:
-        raise NotImplementedError
-
-
-class TotalsPrinter(BatchSink):
+class TotalsPrinter:
     """foreachBatch sink of the complete-mode totals: prints the table and keeps the latest one in
-    `<checkpoint>/latest-totals.json`, so a restart with nothing new to read can still show it."""
+    `<checkpoint>/latest-totals.json`, so a restart with nothing new to read can still show it.
 
-    def __init__(self, checkpoint_location: str, stopping: threading.Event) -> None:
-        super().__init__(stopping)
+    Like every foreachBatch function here it lets any exception through: returning normally tells
+    Spark the batch is complete, and Spark then records it as committed. Collecting the batch is
+    also what runs the aggregation that writes the batch's state."""
+
+    def __init__(self, checkpoint_location: str) -> None:
         local = _local_path(checkpoint_location)
         self.snapshot = local / "latest-totals.json" if local else None
-        self.batches = 0
+        self.last_batch: int | None = None
 
-    def write(self, batch: DataFrame, batch_id: int) -> None:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
         print(format_batch(batch_id, totals), flush=True)
-        self.batches += 1
         if self.snapshot:
             content = {
                 "batch_id": batch_id,
@@ -294,6 +283,7 @@ class TotalsPrinter(BatchSink):
             staging = self.snapshot.with_suffix(".tmp")
             staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
             staging.replace(self.snapshot)
+        self.last_batch = batch_id
 
     def print_latest(self) -> None:
         """Print the stored table (when no batch ran in this process)."""
@@ -305,16 +295,15 @@ class TotalsPrinter(BatchSink):
             print(format_batch(0, {}), flush=True)
 
 
-class RejectedWriter(BatchSink):
+class RejectedWriter:
     """foreachBatch sink of rejected records: JSON lines under `<path>/batch_id=N` (rewritten, not
     appended, if Spark replays the batch), with a count printed for every batch that has any."""
 
-    def __init__(self, path: str, stopping: threading.Event) -> None:
-        super().__init__(stopping)
+    def __init__(self, path: str) -> None:
         self.path = path.rstrip("/")
         self.total = 0
 
-    def write(self, batch: DataFrame, batch_id: int) -> None:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
             count = batch.count()
@@ -371,13 +360,11 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         raise
 
 
-def start_queries(
-    spark: SparkSession, args: argparse.Namespace, stopping: threading.Event
-) -> tuple[TotalsPrinter, list[StreamingQuery]]:
+def start_queries(spark: SparkSession, args: argparse.Namespace) -> tuple[TotalsPrinter, list[StreamingQuery]]:
     """The totals query (complete mode) and the rejected-records query, on one parsed stream."""
     parsed = parse_orders(kafka_stream(spark, args))
     trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
-    printer = TotalsPrinter(args.checkpoint_location, stopping)
+    printer = TotalsPrinter(args.checkpoint_location)
     totals_query = (
         sales_totals(parsed)
         .writeStream.outputMode("complete")
@@ -390,7 +377,7 @@ def start_queries(
     rejected_query = (
         rejected_records(parsed)
         .writeStream.outputMode("append")
-        .foreachBatch(RejectedWriter(args.rejected_path, stopping))
+        .foreachBatch(RejectedWriter(args.rejected_path))
         .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
         .queryName("rejected")
         .trigger(**trigger)
@@ -406,12 +393,18 @@ DATA_LOSS_HELP = (
 )
 
 
-def failure_summary(error_text: str) -> str:
+def failure_message(error_text: str, checkpoint_location: str) -> str:
     """One line for a failed query: what a user can act on, not Spark's nested stack traces."""
     if "Some data may have been lost" in error_text:
-        return DATA_LOSS_HELP
+        return f"the streaming query failed: {DATA_LOSS_HELP}"
     causes = re.findall(r"Caused by: ([^\n]+)", error_text)
-    return (causes[-1] if causes else error_text.strip().splitlines()[0])[:500]
+    cause = (causes[-1] if causes else error_text.strip().splitlines()[0])[:500]
+    location = str(_local_path(checkpoint_location) or checkpoint_location)
+    if location in cause:  # a file of the checkpoint is missing or unreadable
+        return str(checkpoint.damaged(location, cause))
+    if ".streaming.state." in error_text:  # Spark's state store failed to load what the checkpoint holds
+        return str(checkpoint.damaged(location, f"its state could not be read ({cause})"))
+    return f"the streaming query failed: {cause}"
 
 
 class ProgressLogger(StreamingQueryListener):
@@ -438,53 +431,143 @@ class ProgressLogger(StreamingQueryListener):
         pass
 
 
-def on_stop_signals(handler) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: handler())
+class JvmSignalForwarder:
+    """A `sun.misc.SignalHandler` implemented here through py4j: the JVM's SIGTERM becomes a stop
+    request to this driver, where the JVM's own handler would exit at once under the running queries."""
+
+    class Java:
+        implements = ("sun.misc.SignalHandler",)
+
+    def __init__(self, stop: StopRequest) -> None:
+        self.stop = stop
+
+    def handle(self, sig) -> None:
+        self.stop.receive("spark-submit's JVM")
 
 
-def run(args: argparse.Namespace, stop: threading.Event) -> None:
+@contextlib.contextmanager
+def stop_signals_left_to_the_driver(spark: SparkSession, stop: StopRequest) -> Iterator[None]:
+    """While the queries run, spark-submit's JVM leaves stopping to this driver. It ignores SIGINT and
+    SIGHUP, which a terminal sends to the whole job, this driver included; the processes the JVM
+    starts (Hadoop runs `chmod` for every checkpoint file) inherit that, so a Ctrl-C cannot fail a
+    batch by killing one. It hands SIGTERM, which a supervisor (`docker stop`, `kill PID`) may send
+    to the JVM alone, over to this driver."""
+    from pyspark.java_gateway import ensure_callback_server_started
+
+    context = spark.sparkContext
+    ensure_callback_server_started(context._gateway)
+    jvm = context._jvm
+    ignore = jvm.sun.misc.SignalHandler.SIG_IGN
+    handlers = {"INT": ignore, "HUP": ignore, "TERM": JvmSignalForwarder(stop)}
+    previous = {name: jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), h) for name, h in handlers.items()}
+    try:
+        yield
+    finally:  # a signal that comes once this driver is done is the JVM's own again
+        for name, handler in previous.items():
+            jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), handler)
+
+
+def _last_batch_id(query: StreamingQuery) -> int:
+    progress = query.lastProgress
+    return progress["batchId"] if progress else -1
+
+
+def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopRequest) -> None:
+    """Stop each query between two micro-batches: the batch in progress finishes, unless a second
+    stop signal or the grace period abandons it, and Spark runs it again on the next start. Either
+    way Spark records a batch as committed only once its foreachBatch function has returned."""
+    started = time.monotonic()
+    noticed = False
+    for query in queries:
+        finished = _last_batch_id(query)
+        while (
+            query.isActive
+            and query.status["isTriggerActive"]
+            and _last_batch_id(query) == finished
+            and time.monotonic() - started < STOP_GRACE_S
+            and not stop.immediate.wait(0.1)
+        ):
+            if not noticed and time.monotonic() - started >= STOP_NOTICE_AFTER_S:
+                say(
+                    f"consumer: stopping: waiting for batch {finished + 1} of query {query.name} to finish "
+                    f"(at most {STOP_GRACE_S:.0f} s; Ctrl-C again to stop at once)"
+                )
+                noticed = True
+        # Tasks cut short (a batch just started, or abandoned) make Spark log errors of its own; what
+        # matters is the query's outcome, which run() reports.
+        spark.sparkContext.setLogLevel("OFF")
+        query.stop()
+    # stop() cancels the batch's job, but its tasks end in their own time; stopping the SparkContext
+    # under a running task makes Spark's scheduler log a stack trace.
+    tracker = spark.sparkContext.statusTracker()
+    while tracker.getActiveStageIds() and time.monotonic() - started < STOP_GRACE_S + TASKS_END_S:
+        time.sleep(0.05)
+
+
+def run(args: argparse.Namespace, stop: StopRequest) -> None:
     """Run both queries until they end (--available-now), fail, or a stop signal arrives."""
     spark = create_session()
-    on_stop_signals(stop.set)  # again: SparkContext installs a SIGINT handler that calls the JVM
+    stop.install()  # again: SparkContext installs a SIGINT handler of its own
     try:
-        if log.isEnabledFor(logging.INFO):
-            spark.streams.addListener(ProgressLogger())
-        printer, queries = start_queries(spark, args, stop)
-        while not stop.is_set() and any(q.isActive for q in queries):
-            for query in queries:
-                query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
+        with stop_signals_left_to_the_driver(spark, stop):
+            if log.isEnabledFor(logging.INFO):
+                spark.streams.addListener(ProgressLogger())
+            printer, queries = start_queries(spark, args)
+            while not stop.requested.is_set() and any(q.isActive for q in queries):
+                for query in queries:
+                    query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
+            if not stop.requested.is_set():
+                if args.available_now and printer.last_batch is None:
+                    printer.print_latest()
+                return
+            stop_queries(spark, queries, stop)
+        # A batch that the stop cut short failed, as Spark saw it, so it was not committed and runs again
+        # on the next start; Spark does not recognise every such failure as its own interruption (nor
+        # a signal to the whole process group that killed a process the JVM had started for it).
         for query in queries:
-            query.stop()
-        if args.available_now and printer.batches == 0 and not stop.is_set():
-            printer.print_latest()
+            if query.exception():
+                log.info("query %s ended while stopping: %s", query.name, str(query.exception()).splitlines()[0])
+        say(
+            "consumer: stopped"
+            + ("" if printer.last_batch is None else f" after batch {printer.last_batch}")
+            + ("" if not stop.immediate.is_set() else " (at once)")
+        )
     except StreamingQueryException as error:
-        raise UserError(f"the streaming query failed: {failure_summary(str(error))}") from None
-    except Exception:
-        if not stop.is_set():
-            raise
-        # A terminal's Ctrl-C reaches spark-submit's JVM too, which may already be gone: nothing to report.
+        raise UserError(failure_message(str(error), args.checkpoint_location)) from None
     finally:
-        if stop.is_set():  # py4j logs a vanished JVM on the root logger
-            logging.getLogger().setLevel(logging.CRITICAL)
-            logging.getLogger("py4j").setLevel(logging.CRITICAL)
-        with contextlib.suppress(Exception):
-            spark.stop()
+        spark.stop()
+
+
+def claim_checkpoint(location: str) -> None:
+    """Lock a local checkpoint for this process and check that it can be resumed (remote storage:
+    the user keeps to one consumer per checkpoint, see the README)."""
+    local = _local_path(location)
+    if local is not None:
+        checkpoint.lock(local)  # released when this process exits, however it exits
+        checkpoint.check(local)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    stop = threading.Event()
-    on_stop_signals(stop.set)
+    stop = StopRequest()
+    stop.install()
     try:
         resolve_paths(args)
+        claim_checkpoint(args.checkpoint_location)
         args.security = load_security(args.client_properties)
         check_topic(args.bootstrap_servers, args.topic, args.connect_timeout, args.security)
-        run(args, stop)
+        if stop.requested.is_set():
+            say("consumer: stopped before the query started")
+        else:
+            run(args, stop)
     except UserError as error:
         fail(parser.prog, error)
+    except Py4JError:  # the JVM is gone: a stop signal reached it while its handlers were its own
+        if not stop.requested.is_set():
+            raise
+        say("consumer: stopped")
 
 
 if __name__ == "__main__":

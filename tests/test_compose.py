@@ -132,6 +132,15 @@ def test_consumer_command_matches_the_pinned_pyspark_and_the_readme(compose: dic
     assert " ".join(compose["services"]["producer"]["command"]) in readme
 
 
+def test_docker_stop_waits_for_the_consumers_graceful_stop(compose: dict) -> None:
+    """The spark-submit command runs as the container's PID 1: docker stop's SIGTERM reaches the JVM,
+    which hands it to consumer.py; Docker must not SIGKILL before the batch in progress may end."""
+    from consumer import STOP_GRACE_S
+
+    grace = re.fullmatch(r"(\d+)s", compose["services"]["consumer"]["stop_grace_period"])
+    assert grace and int(grace[1]) >= STOP_GRACE_S + 10
+
+
 def test_dockerfile_is_slim_pinned_non_root_with_a_cached_requirements_layer() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip()]
     base = next(line for line in lines if line.startswith("FROM "))
