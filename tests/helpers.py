@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import re
+import select
+import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +56,13 @@ def consumer_args(bootstrap: str, topic: str, state: Path, *extra: str) -> list[
         str(state / "rejected"),
         *extra,
     ]
+
+
+def final_totals(bootstrap: str, topic: str, state: Path) -> dict[str, Decimal]:
+    """What the consumer prints after catching up on everything, from the same checkpoint."""
+    result = run_consumer(*consumer_args(bootstrap, topic, state, "--available-now"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return printed_tables(result.stdout)[-1]
 
 
 def printed_tables(stdout: str) -> list[dict[str, Decimal]]:
@@ -147,7 +161,14 @@ def wait_for_table(
         if (expected is None and tables and tables[-1]) or (expected is not None and expected in tables):
             return tables[-1]
         time.sleep(0.5)
-    raise AssertionError(f"no table {expected or ''} in the consumer's output: {printed_tables(out.read_text())[-2:]}")
+    if process.poll() is None:  # still running: a JVM thread dump (SIGQUIT) into `out`, to see where it waits
+        os.kill(process.pid, signal.SIGQUIT)
+        time.sleep(2)
+    text = out.read_text()
+    raise AssertionError(
+        f"no table {expected or ''} in the consumer's output (exit code {process.poll()}, JVM threads in {out}): "
+        f"{printed_tables(text)[-2:]}; its last lines: {text[-1500:]}"
+    )
 
 
 def producer_args(bootstrap: str, topic: str, summary: Path, count: int, rate: int, seed: int) -> list[str]:
@@ -165,3 +186,99 @@ def producer_args(bootstrap: str, topic: str, summary: Path, count: int, rate: i
         "--summary-file",
         str(summary),
     ]
+
+
+class Terminal:
+    """A command run as a terminal's foreground job: a pseudo-terminal is its controlling terminal,
+    so Ctrl-C reaches its whole process group as SIGINT and closing the terminal sends SIGHUP, as
+    for a user (a background job of a non-interactive shell would ignore SIGINT). Everything it
+    prints goes to `out`."""
+
+    def __init__(self, command: list[str], out: Path, env: dict[str, str] | None = None) -> None:
+        self.out = out
+        out.touch()
+        self.master, terminal = pty.openpty()
+        attributes = termios.tcgetattr(terminal)
+        attributes[3] &= ~termios.ECHO  # no "^C" echoed into the output that the tests parse
+        termios.tcsetattr(terminal, termios.TCSANOW, attributes)
+        self.process = subprocess.Popen(
+            ["setsid", "--ctty", *command],  # a new session, with the terminal as its controlling one
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            cwd=ROOT,
+            env=pipeline_env(env),
+        )
+        os.close(terminal)
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._copy_output, daemon=True)
+        self._reader.start()
+
+    def _copy_output(self) -> None:
+        """Copy what the job prints until the terminal is closed (here, so that no read is still
+        blocked on it: that would keep it open) or nothing holds it open any more."""
+        with self.out.open("ab") as sink:
+            while not self._closing.is_set():
+                if not select.select([self.master], [], [], 0.1)[0]:
+                    continue
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO: every process of the job has closed the terminal
+                    break
+                if not data:
+                    break
+                sink.write(data.replace(b"\r\n", b"\n"))
+                sink.flush()
+        os.close(self.master)
+
+    def ctrl_c(self) -> None:
+        os.write(self.master, b"\x03")
+
+    def close(self) -> None:
+        """Close the terminal window: the kernel sends SIGHUP to the session leader."""
+        self._closing.set()
+        self._reader.join(5)
+
+    def wait(self, timeout_s: float = 120) -> int:
+        code = self.process.wait(timeout_s)
+        self._reader.join(5)
+        return code
+
+
+def process_tree(root_pid: int) -> set[tuple[int, str]]:
+    """The process and all its descendants, as (pid, start time) so that a reused PID is not mistaken
+    for one of them; processes that started their own session are included."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree.update(children)
+        frontier = children
+    return {(pid, start) for pid in tree if (start := _start_time(pid))}
+
+
+def _start_time(pid: int) -> str | None:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            return fields[19]
+    return None
+
+
+def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> list[str]:
+    """Command lines of those processes that still run once `timeout_s` has passed (or sooner, once
+    none runs)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = []
+        for pid, start in processes:
+            with contextlib.suppress(OSError):
+                if _start_time(pid) == start:
+                    running.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:200])
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.2)

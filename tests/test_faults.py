@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
     consumer_args,
+    final_totals,
     printed_lines,
     printed_tables,
     producer_args,
@@ -32,19 +32,13 @@ from ventas.processes import stop
 pytestmark = pytest.mark.integration
 
 
-def final_totals(bootstrap: str, topic: str, state: Path) -> dict[str, Decimal]:
-    """What the consumer prints after catching up on everything, from the same checkpoint."""
-    result = run_consumer(*consumer_args(bootstrap, topic, state, "--available-now"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return printed_tables(result.stdout)[-1]
-
-
 @pytest.mark.parametrize("kill_with", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_consumer_restarts_mid_stream_lose_nothing_and_count_nothing_twice(
     kafka_bootstrap: str, topic: str, tmp_path: Path, kill_with: signal.Signals
 ) -> None:
     summary = tmp_path / "summary.json"
-    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=5000, rate=200, seed=21))
+    # Sends until told to stop: each restarted consumer has new orders to show a table for.
+    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=10**9, rate=200, seed=21))
     streaming = consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second")
     try:
         for attempt in range(2):
@@ -56,7 +50,7 @@ def test_consumer_restarts_mid_stream_lose_nothing_and_count_nothing_twice(
             finally:
                 stop(consumer, kill_with)
             assert "Traceback" not in out.read_text()
-        assert producer.wait(timeout=300) == 0, producer.stderr.read()
+        assert stop(producer, signal.SIGTERM) == 0, producer.stderr.read()
     finally:
         stop(producer)
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)

@@ -1,0 +1,246 @@
+"""Stops as users make them: Ctrl-C in a terminal, SIGTERM from a supervisor, a closed terminal, at
+any moment, then a restart. Real broker, real spark-submit; the totals are compared with the
+producer's ground truth, exactly. Waits are bounded, nothing asserts a duration."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    Terminal,
+    consumer_args,
+    final_totals,
+    printed_lines,
+    printed_tables,
+    process_tree,
+    producer_args,
+    run_consumer,
+    run_producer,
+    start_consumer,
+    start_producer,
+    still_running,
+    summary_totals,
+    wait_for_table,
+)
+from ventas.kafka_local import LocalBroker, free_port
+from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
+
+pytestmark = pytest.mark.integration
+
+STOP_CYCLES = int(os.environ.get("STOP_CYCLES", "6"))
+STOPPED = re.compile(r"^consumer: stopped after batch \d+$", re.MULTILINE)
+AT_ONCE = re.compile(r"^consumer: stopped( after batch \d+)? \(at once\)$", re.MULTILINE)
+
+
+def assert_never_decreasing(tables: list[dict[str, Decimal]]) -> None:
+    """Every product's total only grows from one printed table to the next (prices are >= 0)."""
+    for before, after in pairwise(tables):
+        assert all(after.get(name, Decimal(-1)) >= total for name, total in before.items()), (before, after)
+
+
+def test_stopped_at_random_moments_and_restarted_the_totals_stay_exact(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Alternately a real Ctrl-C (a pseudo-terminal) and SIGTERM to the process group, at a random
+    moment of a consumer under steady load; back-to-back batches in half the cycles, and every third
+    stop a double one (stop at once), so that stops cut batches short. STOP_CYCLES runs more cycles,
+    STOP_SEED replays one run's moments."""
+    seed = int(os.environ.get("STOP_SEED") or random.randrange(1_000_000))
+    moments = random.Random(seed)
+    summary = tmp_path / "summary.json"
+    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=10**9, rate=300, seed=71))
+    tables = []
+    try:
+        for cycle in range(STOP_CYCLES):
+            ctrl_c, at_once = cycle % 2 == 0, cycle % 3 == 2
+            trigger = "0 seconds" if cycle % 4 >= 2 else "1 second"
+            args = consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", trigger)
+            out = tmp_path / f"consumer-{cycle}.txt"
+            terminal = Terminal(spark_submit_command(args), out) if ctrl_c else None
+            consumer = terminal.process if terminal else start_consumer(args, out)
+            how = f"{'Ctrl-C' if ctrl_c else 'SIGTERM'}{' twice' if at_once else ''}, trigger {trigger}"
+            context = f"STOP_SEED={seed}, cycle {cycle} ({how})"
+            try:
+                wait_for_table(out, consumer)
+                time.sleep(moments.uniform(0, 3))
+                for _ in range(2 if at_once else 1):
+                    if terminal:
+                        terminal.ctrl_c()
+                    else:
+                        signal_group(consumer, signal.SIGTERM)
+                    time.sleep(moments.uniform(0, 0.5))
+                code = consumer.wait(90)
+            finally:
+                stop(consumer, signal.SIGKILL)
+            text = out.read_text()
+            assert code == 0, f"{context}: {text[-3000:]}"
+            assert (AT_ONCE if at_once else STOPPED).search(text), f"{context}: {text[-3000:]}"
+            assert "Traceback" not in text and "ERROR" not in text, f"{context}: {text[-3000:]}"
+            tables += printed_tables(text)
+        assert stop(producer, signal.SIGTERM) == 0, producer.stderr.read()
+    finally:
+        stop(producer)
+    assert_never_decreasing(tables)
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary), f"STOP_SEED={seed}"
+
+
+def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path) -> None:
+    """`make demo` three times on one machine state: stopped by Ctrl-C, by closing its terminal
+    (SIGHUP), by a supervisor's SIGTERM. Each start continues the totals, each stop leaves no process."""
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "KAFKA_PORT": str(free_port()), "PRODUCER_RATE": "400"}
+    previous: list[dict[str, Decimal]] = []
+    for run, how in enumerate(("Ctrl-C", "terminal closed", "SIGTERM")):
+        out = tmp_path / f"demo-{run}.txt"
+        # As in a terminal window: an interactive shell leads the session and runs make as a job; when
+        # the window closes, the shell gets SIGHUP from the kernel and passes it on to its jobs.
+        terminal = Terminal(
+            ["bash", "--norc", "--noprofile", "-i", "-c", "make --no-print-directory demo; exit"], out, env
+        )
+        try:
+            wait_for_table(out, terminal.process, timeout_s=300)
+            if run == 0:  # a second demo meanwhile, in another terminal: the broker is up, the checkpoint taken
+                second = subprocess.run(
+                    ["make", "--no-print-directory", "demo"],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                    env=pipeline_env(env),
+                    timeout=300,
+                    stdin=subprocess.DEVNULL,
+                )
+                said = second.stdout + second.stderr
+                assert second.returncode != 0 and "(already running)" in said, said
+                assert "is in use by consumer pid" in said and "demo: error: the consumer exited with code 1" in said
+            time.sleep(random.uniform(1, 4))
+            tree = process_tree(terminal.process.pid)
+            assert len(tree) >= 7, tree  # bash, make, demo.py, broker, producer, spark-submit's JVM, driver
+            if how == "Ctrl-C":
+                terminal.ctrl_c()
+            elif how == "terminal closed":
+                terminal.close()
+            else:  # a supervisor stops the command it started
+                make = next(pid for pid, _ in tree if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"make\0"))
+                os.kill(make, signal.SIGTERM)
+            terminal.wait(120)
+            assert still_running(tree, timeout_s=90) == [], how
+        finally:
+            for pid, _ in process_tree(terminal.process.pid):
+                os.kill(pid, signal.SIGKILL)
+        text = out.read_text()
+        assert "Traceback" not in text, f"{how}: {text[-3000:]}"
+        tables = printed_tables(text)
+        if how != "terminal closed":  # what it printed after the terminal closed went nowhere
+            assert "consumer: stopped after batch" in text and "demo: stopped producer, consumer and broker" in text
+        if previous:
+            assert_never_decreasing([previous[-1], tables[0]])
+            assert sum(tables[0].values()) > sum(previous[-1].values()) / 2  # continued, not recounting
+        previous = tables
+
+
+def test_a_second_consumer_refuses_a_checkpoint_in_use(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    assert run_producer(*producer_args(kafka_bootstrap, topic, tmp_path / "s.json", 100, 0, 81)).returncode == 0
+    out = tmp_path / "first.txt"
+    first = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path), out)
+    try:
+        wait_for_table(out, first)
+        second = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+        drivers = {pid for pid, _ in process_tree(first.pid)}
+    finally:
+        assert stop(first, signal.SIGTERM) == 0
+    assert second.returncode == 1
+    errors = [line for line in printed_lines(second) if "error" in line.lower()]
+    assert len(errors) == 1, printed_lines(second)
+    match = re.fullmatch(
+        rf"consumer.py: error: checkpoint {tmp_path}/checkpoint is in use by consumer pid (\d+) on \S+: stop "
+        r"that consumer first, or give this one another --checkpoint-location \(two consumers must never share "
+        r"a checkpoint\)",
+        errors[0],
+    )
+    assert match and int(match[1]) in drivers, errors[0]
+    # Once the first has stopped, the checkpoint is free again.
+    assert run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now")).returncode == 0
+
+
+def latest(directory: Path, suffix: str = "") -> Path:
+    return max(directory.glob(f"[0-9]*{suffix}"), key=lambda p: int(p.name.split(".")[0]))
+
+
+@pytest.mark.parametrize("damage", ["state delta removed", "state delta corrupted", "commit emptied"])
+def test_a_damaged_checkpoint_is_one_line_and_exit_1(
+    kafka_bootstrap: str, topic: str, tmp_path: Path, damage: str
+) -> None:
+    """As a machine crash, a full disk or an older version of this project leaves a checkpoint."""
+    assert run_producer(*producer_args(kafka_bootstrap, topic, tmp_path / "s.json", 300, 0, 91)).returncode == 0
+    assert final_totals(kafka_bootstrap, topic, tmp_path)
+    totals = tmp_path / "checkpoint" / "totals"
+    partition = totals / "state" / "0" / "1"
+    if damage == "state delta removed":
+        delta = latest(partition, ".delta")
+        delta.unlink()
+        (partition / f".{delta.name}.crc").unlink()
+        problem = f"totals: batch 0 is committed but state/0/1/{delta.name} does not exist"
+    elif damage == "state delta corrupted":  # caught by Spark when it reads the file
+        delta = latest(partition, ".delta")
+        delta.write_bytes(b"\x00garbage" * 10)
+        (partition / f".{delta.name}.crc").unlink()
+        problem = "its state could not be read (java.io."
+    else:
+        latest(totals / "commits").write_bytes(b"")
+        problem = "totals: commits/0 is empty or unreadable"
+    more = tmp_path / "more.json"  # new orders: the next batch has to load the damaged state
+    assert run_producer(*producer_args(kafka_bootstrap, topic, more, 100, 0, 92)).returncode == 0
+
+    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert result.returncode == 1
+    lines = printed_lines(result)
+    errors = [line for line in lines if line.startswith("consumer.py: error:")]
+    assert len(errors) == 1, lines[-20:]
+    location = tmp_path / "checkpoint"
+    assert errors[0].startswith(f"consumer.py: error: checkpoint {location} is damaged: "), errors[0]
+    assert problem in errors[0]
+    assert errors[0].endswith(f"delete it to recount the topic from --starting-offsets: rm -r {location}")
+    stack_trace = re.compile(r"\tat |(Caused by: )?[\w.$]+(Exception|Error)\b")
+    assert not [line for line in lines if stack_trace.match(line)], lines[-20:]
+
+    shutil.rmtree(location)  # the way out the line gives
+    first, second = summary_totals(tmp_path / "s.json"), summary_totals(more)
+    expected = {name: first.get(name, 0) + second.get(name, 0) for name in first.keys() | second.keys()}
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == expected
+
+
+def test_a_second_signal_stops_a_producer_waiting_for_a_dead_broker(tmp_path: Path) -> None:
+    broker = LocalBroker(free_port(), tmp_path / "broker")
+    broker.start(topics=("ventas-events",))
+    summary = tmp_path / "summary.json"
+    producer = start_producer(producer_args(broker.bootstrap, "ventas-events", summary, 10**9, 200, 101))
+    try:
+        time.sleep(3)
+        broker.kill()
+        time.sleep(2)  # orders sent since then wait for a broker that is gone
+        producer.send_signal(signal.SIGTERM)
+        time.sleep(4)
+        assert producer.poll() is None  # still waiting for acknowledgements (up to 2 minutes)
+        producer.send_signal(signal.SIGTERM)
+        code = producer.wait(30)
+    finally:
+        stop(producer, signal.SIGKILL)
+        broker.stop()
+    stdout, stderr = producer.communicate()
+    assert code == 1, stderr
+    assert "Ctrl-C again to stop at once" in stderr and "Traceback" not in stderr
+    report = json.loads(summary.read_text())
+    assert report["orders_failed"] > 0
+    assert report["orders_acknowledged"] + report["orders_failed"] == report["orders_sent"]
+    assert f"{report['orders_failed']} failed" in stdout
