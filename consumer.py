@@ -47,6 +47,7 @@ from schemas import (
 from ventas.config import (
     EXIT_USAGE,
     STATE_HOME,
+    Parser,
     UserError,
     add_kafka_arguments,
     bootstrap_list,
@@ -140,8 +141,8 @@ def sales_totals(parsed: DataFrame) -> DataFrame:
 # ---------------------------------------------------------------- I/O
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="consumer.py", description=__doc__.split("\n\n")[0])
+def build_parser() -> Parser:
+    parser = Parser(prog="consumer.py", description=__doc__.split("\n\n")[0])
     add_kafka_arguments(parser)
     parser.add_argument(
         "--starting-offsets",

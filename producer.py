@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ventas.config import (
     EXIT_RUNTIME_ERROR,
+    Parser,
     UserError,
     add_kafka_arguments,
     bootstrap_list,
@@ -43,8 +44,8 @@ PROGRESS_EVERY_S = 5.0
 DELIVERY_TIMEOUT_MS = 120_000
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="producer.py",
         description="Publish simulated e-commerce orders (JSON) to Kafka.",
         epilog="With --seed every message is byte-identical between runs except sale_date, "

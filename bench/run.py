@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ventas.config import Parser  # noqa: E402
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
 from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
 from ventas.orders import OrderGenerator  # noqa: E402
@@ -526,7 +527,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--producer-orders", type=int, default=50_000)
     parser.add_argument("--java-records", type=int, default=300_000)

@@ -7,7 +7,6 @@ refreshes after every micro-batch. Ctrl-C stops all three, the broker only if th
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
@@ -15,13 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ventas.config import DEFAULT_TOPIC, UserError, env, fail, non_negative_float, positive_int
+from ventas.config import DEFAULT_TOPIC, Parser, UserError, env, fail, non_negative_float, positive_int
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
 from ventas.processes import producer_command, spark_submit_command, start, stop
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--port",
         type=positive_int,

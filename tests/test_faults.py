@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import (
     consumer_args,
+    driver_output,
     printed_lines,
     printed_tables,
     producer_args,
@@ -158,18 +159,26 @@ def test_deleting_the_checkpoint_starts_over(kafka_bootstrap: str, topic: str, t
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
-        (["--trigger-interval", "soon"], {}, "argument --trigger-interval: not an interval like '5 seconds': 'soon'"),
-        ([], {"MAX_OFFSETS_PER_TRIGGER": "-5"}, "argument --max-offsets-per-trigger: must be >= 1, got '-5'"),
-        ([], {"FAIL_ON_DATA_LOSS": "maybe"}, "argument --fail-on-data-loss: expected true or false, got 'maybe'"),
+        (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag (see --help)"),
+        (
+            ["--trigger-interval", "soon"],
+            {},
+            "argument --trigger-interval: not an interval like '5 seconds': 'soon' (see --help)",
+        ),
+        (
+            [],
+            {"MAX_OFFSETS_PER_TRIGGER": "-5"},
+            "argument --max-offsets-per-trigger: must be >= 1, got '-5' (see --help)",
+        ),
+        (
+            [],
+            {"FAIL_ON_DATA_LOSS": "maybe"},
+            "argument --fail-on-data-loss: expected true or false, got 'maybe' (see --help)",
+        ),
         (["--bootstrap-servers", "nohost"], {}, "bad bootstrap server 'nohost': expected HOST:PORT"),
     ],
 )
-def test_bad_consumer_configuration_is_one_line_and_exit_2(
-    args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    result = run_consumer(*args)
+def test_bad_consumer_configuration_is_one_line_and_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run_consumer(*args, env=env)
     assert result.returncode == 2
-    assert f"consumer.py: error: {message}" in printed_lines(result)
+    assert driver_output(result) == [f"consumer.py: error: {message}"]

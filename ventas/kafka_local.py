@@ -7,7 +7,6 @@ several brokers can run side by side (tests, benchmarks) and `start` twice start
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ventas import secure_broker
-from ventas.config import DEFAULT_TOPIC, STATE_HOME, UserError, env, fail, positive_int
+from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, positive_int
 from ventas.jars import ensure_kafka_libs
 from ventas.secure_broker import STRANGER, WRITER
 
@@ -270,7 +269,7 @@ class LocalBroker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="kafka-local", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="kafka-local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument(
         "--port",
