@@ -42,6 +42,19 @@ from ventas.security import KafkaSecurity, load_security, refuse_early
 log = logging.getLogger("producer")
 PROGRESS_EVERY_S = 5.0
 DELIVERY_TIMEOUT_MS = 120_000
+# kafka-python settings of every producer this project runs (bench/run.py measures with them too):
+# acks from all replicas, retried for up to DELIVERY_TIMEOUT_MS, without duplicates.
+KAFKA_SETTINGS = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "retries": 2**31 - 1,
+    "retry_backoff_ms": 200,
+    "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+    "max_in_flight_requests_per_connection": 1,  # kafka-python's idempotent producer requires 1
+    "linger_ms": 20,  # with 256 KiB batches: the fastest setting measured (BENCHMARKS.md)
+    "batch_size": 256 * 1024,
+    "max_block_ms": 30_000,
+}
 
 
 def build_parser() -> Parser:
@@ -127,19 +140,7 @@ def connect(bootstrap_servers: str, timeout_s: float, security: KafkaSecurity):
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaProducer(
-                bootstrap_servers=hosts,
-                acks="all",
-                enable_idempotence=True,
-                retries=2**31 - 1,
-                retry_backoff_ms=200,
-                delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
-                max_in_flight_requests_per_connection=1,  # kafka-python's idempotent producer requires 1
-                linger_ms=20,  # with 256 KiB batches: the fastest setting measured (BENCHMARKS.md)
-                batch_size=256 * 1024,
-                max_block_ms=30_000,
-                **security.kafka_python(),
-            )
+            return KafkaProducer(bootstrap_servers=hosts, **KAFKA_SETTINGS, **security.kafka_python())
         except NoBrokersAvailable:
             if time.monotonic() >= deadline:
                 raise UserError(

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from producer import KAFKA_SETTINGS  # noqa: E402
 from ventas.config import Parser  # noqa: E402
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
 from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
@@ -37,11 +38,12 @@ from ventas.orders import OrderGenerator  # noqa: E402
 from ventas.processes import pipeline_env, producer_command, spark_submit_command, start, stop  # noqa: E402
 
 BENCH = ROOT / "bench"
-PRODUCER_SETTINGS = {  # kafka-python settings tried for the sending path; the first is producer.py's
-    "linger 20 ms, batch 256 KiB": {"linger_ms": 20, "batch_size": 256 * 1024},
+LINGER_MS, BATCH_SIZE = KAFKA_SETTINGS["linger_ms"], KAFKA_SETTINGS["batch_size"]
+PRODUCER_SETTINGS = {  # batching tried for the sending path, on top of producer.py's settings; the first is its own
+    f"linger {LINGER_MS} ms, batch {BATCH_SIZE // 1024} KiB": {},
     "linger 5 ms, batch 64 KiB": {"linger_ms": 5, "batch_size": 64 * 1024},
     "linger 0, batch 16 KiB": {"linger_ms": 0, "batch_size": 16 * 1024},
-    "linger 20 ms, batch 256 KiB, gzip": {"linger_ms": 20, "batch_size": 256 * 1024, "compression_type": "gzip"},
+    f"linger {LINGER_MS} ms, batch {BATCH_SIZE // 1024} KiB, gzip": {"compression_type": "gzip"},
 }
 
 
@@ -109,16 +111,11 @@ def new_topic(broker: LocalBroker, partitions: int = 2) -> str:
     return topic
 
 
-def kafka_producer(bootstrap: str, **settings):
+def kafka_producer(bootstrap: str, **overrides):
+    """A KafkaProducer with producer.py's settings, except `overrides`."""
     from kafka import KafkaProducer
 
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        max_in_flight_requests_per_connection=1,
-        **settings,
-    )
+    return KafkaProducer(bootstrap_servers=bootstrap, **(KAFKA_SETTINGS | overrides))
 
 
 # ---------------------------------------------------------------- 1. producer
@@ -183,8 +180,8 @@ def java_producer_performance(broker: LocalBroker, count: int, record_size: int)
             "-1",
             "--producer-props",
             f"bootstrap.servers={broker.bootstrap}",
-            "acks=all",
-            "enable.idempotence=true",
+            f"acks={KAFKA_SETTINGS['acks']}",
+            f"enable.idempotence={str(KAFKA_SETTINGS['enable_idempotence']).lower()}",
             "linger.ms=5",
             "batch.size=65536",
         ],
@@ -228,9 +225,9 @@ def bench_producer(broker: LocalBroker, args: argparse.Namespace) -> dict:
 
 
 def fill_backlog(broker: LocalBroker, count: int) -> str:
-    """A topic holding `count` orders, sent by the fastest sending path measured above."""
+    """A topic holding `count` orders, sent with producer.py's settings."""
     topic = new_topic(broker)
-    producer = kafka_producer(broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
+    producer = kafka_producer(broker.bootstrap)
     generator = OrderGenerator(seed=3)
     for _ in range(count):
         order = generator.order(datetime.now())
