@@ -57,7 +57,7 @@ from ventas.config import (
     setup_logging,
     true_or_false,
 )
-from ventas.security import REDACTED_SPARK_OPTIONS, KafkaSecurity, load_security, refuse_early
+from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, load_security, refuse_early
 from ventas.table import format_batch
 
 log = logging.getLogger("consumer")
@@ -338,6 +338,7 @@ def create_session() -> SparkSession:
         .config("spark.ui.showConsoleProgress", "false")  # the table is what the console shows
         # Source options carrying credentials (JAAS password, client key) never show in plans or the UI.
         .config("spark.sql.redaction.options.regex", REDACTED_SPARK_OPTIONS)
+        .config("spark.sql.redaction.string.regex", REDACTED_SPARK_STRINGS)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(env("SPARK_LOG_LEVEL", "ERROR"))

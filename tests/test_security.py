@@ -3,12 +3,15 @@ for kafka-python and Spark, and never shown."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from ventas.config import UserError
-from ventas.security import KafkaSecurity, load_security
+from ventas.secure_broker import make_ca
+from ventas.security import REDACTED_SPARK_OPTIONS, KafkaSecurity, load_security
 
 SCRAM = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "ventas", 's3cr"et', "/etc/ssl/ca.pem")
 
@@ -186,3 +189,37 @@ def test_what_cannot_be_used_is_refused_in_one_line_naming_the_key(tmp_path: Pat
     assert raised.value.exit_code == 2
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert "s3cret" not in str(raised.value)
+
+
+def client_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    make_ca(tmp_path, "client")
+    return tmp_path / "client.pem", tmp_path / "client.key"
+
+
+def test_spark_gets_the_client_certificate_and_key_as_a_pem_keystore(tmp_path: Path) -> None:
+    cert, key = client_certificate(tmp_path)
+    options = KafkaSecurity("SSL", cert_location=str(cert), key_location=str(key)).spark_options()
+    assert options["kafka.ssl.keystore.type"] == "PEM"
+    assert options["kafka.ssl.keystore.certificate.chain"] == cert.read_text()
+    assert options["kafka.ssl.keystore.key"].strip() == key.read_text().strip()
+    assert re.search(REDACTED_SPARK_OPTIONS, "kafka.ssl.keystore.key")  # Spark looks for a match in the key
+    assert not re.search(REDACTED_SPARK_OPTIONS, "kafka.ssl.keystore.certificate.chain")
+
+
+def test_keys_spark_cannot_read_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = client_certificate(tmp_path)
+    pkcs1 = tmp_path / "pkcs1.key"
+    subprocess.run(["openssl", "pkey", "-in", key, "-traditional", "-out", pkcs1], check=True)
+    with pytest.raises(UserError, match="Spark's Kafka source reads PKCS#8 keys only"):
+        KafkaSecurity("SSL", cert_location=str(cert), key_location=str(pkcs1)).spark_options()
+
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-in", key, "-passout", "pass:secret", "-out", encrypted], check=True)
+    for name, value in {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERT_LOCATION": str(cert)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KAFKA_SSL_KEY_LOCATION", str(encrypted))
+    with pytest.raises(UserError, match="encrypted keys are not supported"):
+        load_security(None)
+    monkeypatch.setenv("KAFKA_SSL_KEY_LOCATION", str(cert))
+    with pytest.raises(UserError, match=f"ssl.key.location {cert}: no PRIVATE KEY in it"):
+        load_security(None)

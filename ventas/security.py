@@ -53,6 +53,12 @@ LOGIN_MODULES = {
 # Source options that carry a secret (the JAAS password, the client's private key), hidden by Spark in
 # plans and its UI (spark.sql.redaction.options.regex; `url` is Spark's own default).
 REDACTED_SPARK_OPTIONS = r"(?i)url|jaas|password|ssl\.keystore\.key"
+# The same secrets wherever Spark prints them unnamed (spark.sql.redaction.string.regex): Spark 3.5's
+# explain shows the Kafka source's options a second time, unredacted, in its v1 fallback relation.
+REDACTED_SPARK_STRINGS = (
+    r'(?s)password="(?:[^"\\]|\\.)*"'  # in the JAAS configuration
+    r"|-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----"
+)
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
 
 
@@ -311,6 +317,10 @@ def connection_failure(bootstrap_servers: list[str], security: KafkaSecurity, ti
             return f"authentication failed for user {security.username!r} ({security.mechanism})"
         if "CERTIFICATE_VERIFY_FAILED" in str(error):
             return f"the broker's TLS certificate is not signed by a CA in {security.ca_location}"
+        if re.search(r"ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED|CERTIFICATE_UNKNOWN|UNKNOWN_CA)", str(error)):
+            if security.cert_location:
+                return f"the broker does not accept the client certificate {security.cert_location}"
+            return "the broker requires a client certificate (mutual TLS: ssl.certificate.location, ssl.key.location)"
     return None
 
 
