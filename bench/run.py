@@ -3,8 +3,9 @@ in one run on this machine, against a local broker the benchmark starts and stop
 
 Writes bench/results.json and the table in BENCHMARKS.md. Each throughput figure is the median of
 --repeat runs (min and max shown). Latency: marker orders are sent every 0.25 s during a sustained
-load; a marker's latency runs from its acknowledgement by the broker to the first printed table
-that lists it. Nothing here asserts a target: it reports.
+load from producer.py, whose achieved rate is recorded with each row; a marker's latency runs from its
+acknowledgement by the broker to the first printed table that lists it; ours and naive run in
+alternating order from one rate to the next. Nothing here asserts a target: it reports.
 """
 
 from __future__ import annotations
@@ -323,19 +324,27 @@ def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
 
 
 @contextmanager
-def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iterator[None]:
-    process = subprocess.Popen(
-        producer_command(broker.bootstrap, topic, "--rate", str(rate)),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        env=pipeline_env(),
-    )
-    rss = PeakRss(process.pid)
-    try:
-        yield
-    finally:
-        stop(process)
-        peaks.append(rss.stop())
+def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iterator[dict]:
+    """producer.py sending `rate` orders/s for the duration; the dict it yields gets the rate the
+    producer achieved (acknowledged orders per second over its run) once it has stopped."""
+    achieved: dict = {}
+    with tempfile.NamedTemporaryFile(suffix=".json") as summary:
+        process = subprocess.Popen(
+            producer_command(broker.bootstrap, topic, "--rate", str(rate), "--summary-file", summary.name),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            env=pipeline_env(),
+        )
+        rss = PeakRss(process.pid)
+        try:
+            yield achieved
+        finally:
+            stop(process)
+            peaks.append(rss.stop())
+            written = Path(summary.name).read_text()
+            if written:
+                result = json.loads(written)
+                achieved["load_orders_per_s"] = round(result["orders_acknowledged"] / result["elapsed_s"], 1)
 
 
 def watch_tables(process: subprocess.Popen, first_seen: dict[str, float]) -> threading.Thread:
@@ -369,7 +378,7 @@ def latency_run(
     acked: dict[str, float] = {}
     markers = kafka_producer(broker.bootstrap, linger_ms=0)
     try:
-        with load(broker, topic, rate, producer_peaks):
+        with load(broker, topic, rate, producer_peaks) as achieved:
             time.sleep(args.warmup)  # Spark's start and first batches are not what we measure
             deadline = time.time() + args.sustain
             while time.time() < deadline:
@@ -395,6 +404,7 @@ def latency_run(
     seen = [first_seen[name] - at for name, at in acked.items() if name in first_seen]
     result = percentiles(seen) if seen else {"p50_s": None, "p95_s": None, "max_s": None, "markers": 0}
     result["markers_not_seen"] = len(acked) - len(seen)
+    result["load_orders_per_s"] = achieved.get("load_orders_per_s")
     return result
 
 
@@ -416,11 +426,20 @@ def bench_latency(broker: LocalBroker, args: argparse.Namespace) -> tuple[dict, 
         producer_peaks: list[float] = []
         driver_peaks = {"ours": [], "naive": []}
         latency = {}
-        for rate in args.rates:
+        consumers = [("ours", ours), ("naive", naive)]
+        for rate in args.rates:  # alternating which runs first, so neither always gets the warmer machine
             latency[str(rate)] = {
                 name: latency_run(broker, rate, command, args, producer_peaks, driver_peaks[name])
-                for name, command in (("ours", ours), ("naive", naive))
+                for name, command in consumers
             }
+            latency[str(rate)]["first"] = consumers[0][0]
+            print(
+                f"latency at {rate}/s: load achieved {latency[str(rate)]['ours']['load_orders_per_s']}/s (ours), "
+                f"{latency[str(rate)]['naive']['load_orders_per_s']}/s (naive)",
+                file=sys.stderr,
+                flush=True,
+            )
+            consumers.reverse()
     memory = {
         "producer": max(producer_peaks),
         "driver_ours": max(driver_peaks["ours"]),
@@ -499,14 +518,16 @@ def markdown(results: dict) -> str:
         "",
         "## End-to-end latency (broker acknowledgement -> first printed table listing the order)",
         "",
-        "| rate (orders/s) | ours p50 / p95 / max (s) | naive p50 / p95 / max (s) | p95 naive / ours |",
-        "|---|---|---|---|",
+        "| rate (orders/s) | load achieved, ours / naive (orders/s) | ran first | ours p50 / p95 / max (s) | "
+        "naive p50 / p95 / max (s) | p95 naive / ours |",
+        "|---|---|---|---|---|---|",
     ]
     for rate, pair in lat.items():
         o, n = pair["ours"], pair["naive"]
         lines.append(
-            f"| {rate} | {o['p50_s']} / {o['p95_s']} / {o['max_s']} | {n['p50_s']} / {n['p95_s']} / "
-            f"{n['max_s']} | {ratio(n['p95_s'], o['p95_s'])} |"
+            f"| {rate} | {o['load_orders_per_s']} / {n['load_orders_per_s']} | {pair['first']} | "
+            f"{o['p50_s']} / {o['p95_s']} / {o['max_s']} | {n['p50_s']} / {n['p95_s']} / {n['max_s']} | "
+            f"{ratio(n['p95_s'], o['p95_s'])} |"
         )
     lines += [
         "",
