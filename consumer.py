@@ -137,7 +137,10 @@ def parse_orders(kafka_rows: DataFrame) -> DataFrame:
     value = F.col("value")
     text = value.cast("string")
     order = F.from_json(text, consumer_read_schema(), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
-    parsed = kafka_rows.withColumn(ORDER, order)
+    # The parse comes out of a generator (one row in, one row out): Spark's optimizer would otherwise
+    # push a filter on the reason below it, copying the whole JSON parse into each of the reason's
+    # conditions, once per condition a valid order passes.
+    parsed = kafka_rows.select("*", F.inline(F.array(F.struct(order.alias(ORDER)))))
     order_col = F.col(ORDER)
     reason = (
         F.when(value.isNull(), "tombstone (null value)")

@@ -145,6 +145,13 @@ def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
     assert invalid_utf8["value"] is None and invalid_utf8["value_base64"]
 
 
+@pytest.mark.parametrize("query", [sales_totals, rejected_records])
+def test_each_value_is_parsed_once(spark, query) -> None:
+    """Not once more for each check of the reject reason (a filter pushed below the parse copies it)."""
+    plan = query(parse_orders(kafka_rows(spark, [SEED_SAMPLE])))._jdf.queryExecution().optimizedPlan().toString()
+    assert len([node for node in plan.splitlines() if "from_json(StructField(order_id" in node]) == 1
+
+
 def test_strings_that_look_like_json_are_names_like_any_other(spark) -> None:
     names = ["true", "100.0", "1e5", "-3", "[1]", "{}", '"quoted"', "NaN", "4K Monitor"]
     values = [
