@@ -29,10 +29,12 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.types import ArrayType, StringType
 
 from schemas import (
     CANTIDAD,
     CORRUPT_RECORD,
+    CUSTOMER_DOCUMENT,
     MONEY,
     NAME,
     ORDER_ID,
@@ -41,6 +43,7 @@ from schemas import (
     PRODUCT_COLUMN,
     PRODUCTS,
     QUANTITY,
+    SALE_DATE,
     TOTAL_SALES_COLUMN,
     TOTALS_SCHEMA,
     consumer_read_schema,
@@ -49,6 +52,7 @@ from ventas import checkpoint
 from ventas.config import (
     EXIT_USAGE,
     STATE_HOME,
+    Parser,
     UserError,
     add_kafka_arguments,
     bootstrap_list,
@@ -58,7 +62,7 @@ from ventas.config import (
     setup_logging,
     true_or_false,
 )
-from ventas.security import KafkaSecurity, load_security, refuse_early
+from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, load_security, refuse_early
 from ventas.signals import StopRequest, say
 from ventas.table import format_batch
 
@@ -97,21 +101,64 @@ def _is_bad_line(line: Column) -> Column:
     return F.when(missing, True).otherwise(invalid)
 
 
+# Spark's JSON reader gives a string field that holds a number, true/false, an array or an object
+# the JSON text of that value. That text always has this shape, so a value without it was a JSON
+# string; one with it (a string such as "true" or "4.5" too) is looked up again in the raw JSON, where
+# only a string keeps its quotes.
+LOOKS_LIKE_JSON = r'(?s)^(true|false|-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?|-?Infinity|NaN|[\[{"].*)$'
+
+
+def _appears_once(json_object: Column, key: str) -> Column:
+    return F.size(F.filter(F.json_object_keys(json_object), lambda k: k == key)) == 1
+
+
+def _written_as_string(json_object: Column, key: str) -> Column:
+    """True when `key` appears once in the JSON object, with a JSON string as its value.
+
+    get_json_object keeps a string's quotes under a `[*]` wildcard, so the object is wrapped in an
+    array; it takes the first of a repeated key where Spark's reader takes the last, hence once."""
+    wrapped = F.concat(F.lit("["), F.get_json_object(json_object, "$"), F.lit("]"))
+    quoted = F.get_json_object(wrapped, f"$[*].{key}").startswith('"')
+    return F.coalesce(_appears_once(json_object, key) & quoted, F.lit(False))
+
+
+def _not_a_json_string(text: Column, order: Column, key: str) -> Column:
+    """True when the order's field `key` was given, not as a JSON string."""
+    value = order[key]
+    return F.when(value.isNull() | ~value.rlike(LOOKS_LIKE_JSON), False).otherwise(~_written_as_string(text, key))
+
+
+def _a_name_is_not_a_json_string(text: Column, order: Column) -> Column:
+    """True when a product's name was not a JSON string; the raw lines are read only when a name
+    looks like JSON text."""
+    suspect = F.exists(order[PRODUCTS], lambda line: line[NAME].rlike(LOOKS_LIKE_JSON))
+    lines = F.from_json(F.get_json_object(text, f"$.{PRODUCTS}"), ArrayType(StringType()))
+    names_are_strings = _appears_once(text, PRODUCTS) & F.forall(lines, lambda line: _written_as_string(line, NAME))
+    return F.when(suspect, ~F.coalesce(names_are_strings, F.lit(False))).otherwise(False)
+
+
 def parse_orders(kafka_rows: DataFrame) -> DataFrame:
     """Kafka rows (binary `value`) -> the same rows plus `order` (the parsed struct) and
     `reject_reason`, null for a valid order and a short reason for anything else."""
     value = F.col("value")
     text = value.cast("string")
     order = F.from_json(text, consumer_read_schema(), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
-    parsed = kafka_rows.withColumn(ORDER, order)
+    # The parse comes out of a generator (one row in, one row out): Spark's optimizer would otherwise
+    # push a filter on the reason below it, copying the whole JSON parse into each of the reason's
+    # conditions, once per condition a valid order passes.
+    parsed = kafka_rows.select("*", F.inline(F.array(F.struct(order.alias(ORDER)))))
     order_col = F.col(ORDER)
     reason = (
         F.when(value.isNull(), "tombstone (null value)")
         .when(F.encode(text, "UTF-8") != value, INVALID_UTF8)
         .when(order_col.isNull() | order_col[CORRUPT_RECORD].isNotNull(), "not a JSON object of the order schema")
         .when(F.coalesce(F.length(F.trim(order_col[ORDER_ID])), F.lit(0)) == 0, "missing order_id")
+        .when(_not_a_json_string(text, order_col, ORDER_ID), "order_id is not a JSON string")
+        .when(_not_a_json_string(text, order_col, CUSTOMER_DOCUMENT), "customer_document is not a JSON string")
+        .when(_not_a_json_string(text, order_col, SALE_DATE), "sale_date is not a JSON string")
         .when(order_col[PRODUCTS].isNull(), "missing products array")
         .when(F.exists(order_col[PRODUCTS], _is_bad_line), "invalid product line")
+        .when(_a_name_is_not_a_json_string(text, order_col), "product name is not a JSON string")
     )
     return parsed.withColumn(REJECT_REASON, reason)
 
@@ -146,8 +193,8 @@ def sales_totals(parsed: DataFrame) -> DataFrame:
 # ---------------------------------------------------------------- I/O
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="consumer.py", description=__doc__.split("\n\n")[0])
+def build_parser() -> Parser:
+    parser = Parser(prog="consumer.py", description=__doc__.split("\n\n")[0])
     add_kafka_arguments(parser)
     parser.add_argument(
         "--starting-offsets",
@@ -324,8 +371,9 @@ def create_session() -> SparkSession:
     spark = (
         SparkSession.builder.appName("ventas-events-totals")
         .config("spark.ui.showConsoleProgress", "false")  # the table is what the console shows
-        # Source options carrying credentials (kafka.sasl.jaas.config) never show in plans or the UI.
-        .config("spark.sql.redaction.options.regex", "(?i)url|jaas|password")
+        # Source options carrying credentials (JAAS password, client key) never show in plans or the UI.
+        .config("spark.sql.redaction.options.regex", REDACTED_SPARK_OPTIONS)
+        .config("spark.sql.redaction.string.regex", REDACTED_SPARK_STRINGS)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(env("SPARK_LOG_LEVEL", "ERROR"))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ventas.config import (
     EXIT_RUNTIME_ERROR,
+    Parser,
     UserError,
     add_kafka_arguments,
     bootstrap_list,
@@ -42,10 +43,23 @@ PROGRESS_EVERY_S = 5.0
 DELIVERY_TIMEOUT_MS = 120_000
 FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
 STOP_NOTICE_AFTER_S = 2.0
+# kafka-python settings of every producer this project runs (bench/run.py measures with them too):
+# acks from all replicas, retried for up to DELIVERY_TIMEOUT_MS, without duplicates.
+KAFKA_SETTINGS = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "retries": 2**31 - 1,
+    "retry_backoff_ms": 200,
+    "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+    "max_in_flight_requests_per_connection": 1,  # kafka-python's idempotent producer requires 1
+    "linger_ms": 20,  # with 256 KiB batches: the fastest setting measured (BENCHMARKS.md)
+    "batch_size": 256 * 1024,
+    "max_block_ms": 30_000,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="producer.py",
         description="Publish simulated e-commerce orders (JSON) to Kafka.",
         epilog="With --seed every message is byte-identical between runs except sale_date, "
@@ -140,19 +154,7 @@ def connect(bootstrap_servers: str, timeout_s: float, security: KafkaSecurity):
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaProducer(
-                bootstrap_servers=hosts,
-                acks="all",
-                enable_idempotence=True,
-                retries=2**31 - 1,
-                retry_backoff_ms=200,
-                delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
-                max_in_flight_requests_per_connection=1,  # kafka-python's idempotent producer requires 1
-                linger_ms=20,  # with 256 KiB batches: the fastest setting measured (BENCHMARKS.md)
-                batch_size=256 * 1024,
-                max_block_ms=30_000,
-                **security.kafka_python(),
-            )
+            return KafkaProducer(bootstrap_servers=hosts, **KAFKA_SETTINGS, **security.kafka_python())
         except NoBrokersAvailable:
             if time.monotonic() >= deadline:
                 raise UserError(

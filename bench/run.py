@@ -3,8 +3,9 @@ in one run on this machine, against a local broker the benchmark starts and stop
 
 Writes bench/results.json and the table in BENCHMARKS.md. Each throughput figure is the median of
 --repeat runs (min and max shown). Latency: marker orders are sent every 0.25 s during a sustained
-load; a marker's latency runs from its acknowledgement by the broker to the first printed table
-that lists it. Nothing here asserts a target: it reports.
+load from producer.py, whose achieved rate is recorded with each row; a marker's latency runs from its
+acknowledgement by the broker to the first printed table that lists it; ours and naive run in
+alternating order from one rate to the next. Nothing here asserts a target: it reports.
 """
 
 from __future__ import annotations
@@ -30,17 +31,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from producer import KAFKA_SETTINGS  # noqa: E402
+from ventas.config import Parser  # noqa: E402
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
 from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
 from ventas.orders import OrderGenerator  # noqa: E402
 from ventas.processes import pipeline_env, producer_command, spark_submit_command, start, stop  # noqa: E402
 
 BENCH = ROOT / "bench"
-PRODUCER_SETTINGS = {  # kafka-python settings tried for the sending path; the first is producer.py's
-    "linger 20 ms, batch 256 KiB": {"linger_ms": 20, "batch_size": 256 * 1024},
+LINGER_MS, BATCH_SIZE = KAFKA_SETTINGS["linger_ms"], KAFKA_SETTINGS["batch_size"]
+PRODUCER_SETTINGS = {  # batching tried for the sending path, on top of producer.py's settings; the first is its own
+    f"linger {LINGER_MS} ms, batch {BATCH_SIZE // 1024} KiB": {},
     "linger 5 ms, batch 64 KiB": {"linger_ms": 5, "batch_size": 64 * 1024},
     "linger 0, batch 16 KiB": {"linger_ms": 0, "batch_size": 16 * 1024},
-    "linger 20 ms, batch 256 KiB, gzip": {"linger_ms": 20, "batch_size": 256 * 1024, "compression_type": "gzip"},
+    f"linger {LINGER_MS} ms, batch {BATCH_SIZE // 1024} KiB, gzip": {"compression_type": "gzip"},
 }
 
 
@@ -108,16 +112,11 @@ def new_topic(broker: LocalBroker, partitions: int = 2) -> str:
     return topic
 
 
-def kafka_producer(bootstrap: str, **settings):
+def kafka_producer(bootstrap: str, **overrides):
+    """A KafkaProducer with producer.py's settings, except `overrides`."""
     from kafka import KafkaProducer
 
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        max_in_flight_requests_per_connection=1,
-        **settings,
-    )
+    return KafkaProducer(bootstrap_servers=bootstrap, **(KAFKA_SETTINGS | overrides))
 
 
 # ---------------------------------------------------------------- 1. producer
@@ -182,8 +181,8 @@ def java_producer_performance(broker: LocalBroker, count: int, record_size: int)
             "-1",
             "--producer-props",
             f"bootstrap.servers={broker.bootstrap}",
-            "acks=all",
-            "enable.idempotence=true",
+            f"acks={KAFKA_SETTINGS['acks']}",
+            f"enable.idempotence={str(KAFKA_SETTINGS['enable_idempotence']).lower()}",
             "linger.ms=5",
             "batch.size=65536",
         ],
@@ -227,9 +226,9 @@ def bench_producer(broker: LocalBroker, args: argparse.Namespace) -> dict:
 
 
 def fill_backlog(broker: LocalBroker, count: int) -> str:
-    """A topic holding `count` orders, sent by the fastest sending path measured above."""
+    """A topic holding `count` orders, sent with producer.py's settings."""
     topic = new_topic(broker)
-    producer = kafka_producer(broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
+    producer = kafka_producer(broker.bootstrap)
     generator = OrderGenerator(seed=3)
     for _ in range(count):
         order = generator.order(datetime.now())
@@ -325,19 +324,27 @@ def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
 
 
 @contextmanager
-def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iterator[None]:
-    process = subprocess.Popen(
-        producer_command(broker.bootstrap, topic, "--rate", str(rate)),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        env=pipeline_env(),
-    )
-    rss = PeakRss(process.pid)
-    try:
-        yield
-    finally:
-        stop(process)
-        peaks.append(rss.stop())
+def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iterator[dict]:
+    """producer.py sending `rate` orders/s for the duration; the dict it yields gets the rate the
+    producer achieved (acknowledged orders per second over its run) once it has stopped."""
+    achieved: dict = {}
+    with tempfile.NamedTemporaryFile(suffix=".json") as summary:
+        process = subprocess.Popen(
+            producer_command(broker.bootstrap, topic, "--rate", str(rate), "--summary-file", summary.name),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            env=pipeline_env(),
+        )
+        rss = PeakRss(process.pid)
+        try:
+            yield achieved
+        finally:
+            stop(process)
+            peaks.append(rss.stop())
+            written = Path(summary.name).read_text()
+            if written:
+                result = json.loads(written)
+                achieved["load_orders_per_s"] = round(result["orders_acknowledged"] / result["elapsed_s"], 1)
 
 
 def watch_tables(process: subprocess.Popen, first_seen: dict[str, float]) -> threading.Thread:
@@ -371,7 +378,7 @@ def latency_run(
     acked: dict[str, float] = {}
     markers = kafka_producer(broker.bootstrap, linger_ms=0)
     try:
-        with load(broker, topic, rate, producer_peaks):
+        with load(broker, topic, rate, producer_peaks) as achieved:
             time.sleep(args.warmup)  # Spark's start and first batches are not what we measure
             deadline = time.time() + args.sustain
             while time.time() < deadline:
@@ -397,6 +404,7 @@ def latency_run(
     seen = [first_seen[name] - at for name, at in acked.items() if name in first_seen]
     result = percentiles(seen) if seen else {"p50_s": None, "p95_s": None, "max_s": None, "markers": 0}
     result["markers_not_seen"] = len(acked) - len(seen)
+    result["load_orders_per_s"] = achieved.get("load_orders_per_s")
     return result
 
 
@@ -418,11 +426,20 @@ def bench_latency(broker: LocalBroker, args: argparse.Namespace) -> tuple[dict, 
         producer_peaks: list[float] = []
         driver_peaks = {"ours": [], "naive": []}
         latency = {}
-        for rate in args.rates:
+        consumers = [("ours", ours), ("naive", naive)]
+        for rate in args.rates:  # alternating which runs first, so neither always gets the warmer machine
             latency[str(rate)] = {
                 name: latency_run(broker, rate, command, args, producer_peaks, driver_peaks[name])
-                for name, command in (("ours", ours), ("naive", naive))
+                for name, command in consumers
             }
+            latency[str(rate)]["first"] = consumers[0][0]
+            print(
+                f"latency at {rate}/s: load achieved {latency[str(rate)]['ours']['load_orders_per_s']}/s (ours), "
+                f"{latency[str(rate)]['naive']['load_orders_per_s']}/s (naive)",
+                file=sys.stderr,
+                flush=True,
+            )
+            consumers.reverse()
     memory = {
         "producer": max(producer_peaks),
         "driver_ours": max(driver_peaks["ours"]),
@@ -501,14 +518,16 @@ def markdown(results: dict) -> str:
         "",
         "## End-to-end latency (broker acknowledgement -> first printed table listing the order)",
         "",
-        "| rate (orders/s) | ours p50 / p95 / max (s) | naive p50 / p95 / max (s) | p95 naive / ours |",
-        "|---|---|---|---|",
+        "| rate (orders/s) | load achieved, ours / naive (orders/s) | ran first | ours p50 / p95 / max (s) | "
+        "naive p50 / p95 / max (s) | p95 naive / ours |",
+        "|---|---|---|---|---|---|",
     ]
     for rate, pair in lat.items():
         o, n = pair["ours"], pair["naive"]
         lines.append(
-            f"| {rate} | {o['p50_s']} / {o['p95_s']} / {o['max_s']} | {n['p50_s']} / {n['p95_s']} / "
-            f"{n['max_s']} | {ratio(n['p95_s'], o['p95_s'])} |"
+            f"| {rate} | {o['load_orders_per_s']} / {n['load_orders_per_s']} | {pair['first']} | "
+            f"{o['p50_s']} / {o['p95_s']} / {o['max_s']} | {n['p50_s']} / {n['p95_s']} / {n['max_s']} | "
+            f"{ratio(n['p95_s'], o['p95_s'])} |"
         )
     lines += [
         "",
@@ -526,7 +545,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--producer-orders", type=int, default=50_000)
     parser.add_argument("--java-records", type=int, default=300_000)

@@ -8,20 +8,19 @@ the broker only if the demo started it; a second one passes "stop at once" on.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ventas.config import DEFAULT_TOPIC, UserError, env, fail, non_negative_float, positive_int
+from ventas.config import DEFAULT_TOPIC, Parser, UserError, env, fail, non_negative_float, positive_int
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
 from ventas.processes import producer_command, spark_submit_command, start, stop_all
 from ventas.signals import StopRequest, say
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--port",
         type=positive_int,

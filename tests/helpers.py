@@ -129,6 +129,14 @@ def printed_lines(result: CompletedProcess) -> list[str]:
     return output.splitlines()
 
 
+def driver_output(result: CompletedProcess) -> list[str]:
+    """The lines the consumer itself printed through spark-submit, which sends the Python driver's stdout
+    and stderr to its stdout. Only Ivy's report of `--packages` comes from spark-submit: its first line on
+    stdout, the rest on stderr."""
+    assert "consumer.py" not in result.stderr and "Traceback" not in result.stderr
+    return [line for line in result.stdout.splitlines() if not line.startswith(":: loading settings :: ")]
+
+
 def start_consumer(args: list[str], out: Path) -> subprocess.Popen:
     """A streaming consumer in its own process group, stdout and stderr into `out`."""
     with out.open("a") as sink:

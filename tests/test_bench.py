@@ -61,6 +61,11 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
     for consumer in ("ours", "naive"):
         latency = figures["latency"]["100"][consumer]
         assert latency["markers"] >= 1 and 0 < latency["p50_s"] <= latency["p95_s"] <= latency["max_s"]
+        assert latency["load_orders_per_s"] > 0  # what the load producer achieved, printed beside the row
+    assert figures["latency"]["100"]["first"] == "ours"
+    assert "latency at 100/s: load achieved " in result.stderr
     assert all(mb > 0 for mb in figures["peak_rss_mb"].values())
     assert figures["machine"]["cores"] >= 1
-    assert "| 100 |" in markdown.read_text()
+    row = next(line for line in markdown.read_text().splitlines() if line.startswith("| 100 |"))
+    ours, naive = (figures["latency"]["100"][name]["load_orders_per_s"] for name in ("ours", "naive"))
+    assert row.startswith(f"| 100 | {ours} / {naive} | ours |")

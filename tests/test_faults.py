@@ -3,6 +3,7 @@ compared with the producer's ground truth, product by product, exactly. Nothing 
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from tests.helpers import (
     consumer_args,
+    driver_output,
     final_totals,
     printed_lines,
     printed_tables,
@@ -101,26 +103,35 @@ def test_a_poison_flood_is_counted_and_set_aside(kafka_bootstrap: str, topic: st
     assert sum(counts) == len(poison)
 
 
-def delete_all_records(bootstrap: str, topic: str) -> None:
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+def end_offsets(bootstrap: str, topic: str) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    ends = consumer.end_offsets(partitions)
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
     consumer.close()
+    return ends
+
+
+def delete_all_records(bootstrap: str, topic: str) -> dict:
+    """Delete every record of the topic, as retention would; the offsets deleted up to."""
+    from kafka import KafkaAdminClient
+
+    ends = end_offsets(bootstrap, topic)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.delete_records(ends)
     admin.close()
+    return ends
 
 
 def test_deleted_offsets_stop_the_query_unless_told_otherwise(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     counted = tmp_path / "counted.json"
     assert run_producer(*producer_args(kafka_bootstrap, topic, counted, count=200, rate=0, seed=51)).returncode == 0
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(counted)
+    read_up_to = end_offsets(kafka_bootstrap, topic)
 
     lost = tmp_path / "lost.json"  # sent, then deleted (as retention would) before the consumer saw them
     assert run_producer(*producer_args(kafka_bootstrap, topic, lost, count=200, rate=0, seed=52)).returncode == 0
-    delete_all_records(kafka_bootstrap, topic)
+    deleted_up_to = delete_all_records(kafka_bootstrap, topic)
     after = tmp_path / "after.json"
     assert run_producer(*producer_args(kafka_bootstrap, topic, after, count=200, rate=0, seed=53)).returncode == 0
 
@@ -135,6 +146,12 @@ def test_deleted_offsets_stop_the_query_unless_told_otherwise(kafka_bootstrap: s
     assert resumed.returncode == 0, resumed.stdout
     a, b = summary_totals(counted), summary_totals(after)
     assert printed_tables(resumed.stdout)[-1] == {name: a.get(name, 0) + b.get(name, 0) for name in a.keys() | b.keys()}
+    # Spark's Kafka source warns, for each partition, where the skipped range starts and where it ends.
+    warnings = "\n".join(line for line in printed_lines(resumed) if " WARN KafkaDataConsumer: " in line)
+    skipped_from = re.findall(r"Cannot fetch offset (\d+) \(GroupId: [^,]+, TopicPartition: (\S+)\)", warnings)
+    assert set(skipped_from) == {(str(read_up_to[tp]), f"{topic}-{tp.partition}") for tp in read_up_to}
+    recovered_at = re.findall(r"Some data may be lost\. Recovering from the earliest offset: (\d+)", warnings)
+    assert set(recovered_at) == {str(offset) for offset in deleted_up_to.values()}
 
 
 def test_deleting_the_checkpoint_starts_over(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
@@ -152,18 +169,26 @@ def test_deleting_the_checkpoint_starts_over(kafka_bootstrap: str, topic: str, t
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
-        (["--trigger-interval", "soon"], {}, "argument --trigger-interval: not an interval like '5 seconds': 'soon'"),
-        ([], {"MAX_OFFSETS_PER_TRIGGER": "-5"}, "argument --max-offsets-per-trigger: must be >= 1, got '-5'"),
-        ([], {"FAIL_ON_DATA_LOSS": "maybe"}, "argument --fail-on-data-loss: expected true or false, got 'maybe'"),
+        (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag (see --help)"),
+        (
+            ["--trigger-interval", "soon"],
+            {},
+            "argument --trigger-interval: not an interval like '5 seconds': 'soon' (see --help)",
+        ),
+        (
+            [],
+            {"MAX_OFFSETS_PER_TRIGGER": "-5"},
+            "argument --max-offsets-per-trigger: must be >= 1, got '-5' (see --help)",
+        ),
+        (
+            [],
+            {"FAIL_ON_DATA_LOSS": "maybe"},
+            "argument --fail-on-data-loss: expected true or false, got 'maybe' (see --help)",
+        ),
         (["--bootstrap-servers", "nohost"], {}, "bad bootstrap server 'nohost': expected HOST:PORT"),
     ],
 )
-def test_bad_consumer_configuration_is_one_line_and_exit_2(
-    args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    result = run_consumer(*args)
+def test_bad_consumer_configuration_is_one_line_and_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run_consumer(*args, env=env)
     assert result.returncode == 2
-    assert f"consumer.py: error: {message}" in printed_lines(result)
+    assert driver_output(result) == [f"consumer.py: error: {message}"]

@@ -1,12 +1,15 @@
-"""TLS and SASL against the local broker's secure profile, which refuses strangers: the writer's
-orders are totalled exactly; no credentials, a wrong password, a user without ACLs and a wrong CA
-are each refused in one line, and none of their records reaches the topic. No output holds a
-password."""
+"""TLS and SASL against the local broker's secure profile, which refuses strangers. On each of its
+listeners (SASL_SSL, SSL with a required client certificate, SASL_PLAINTEXT) the writer's orders are
+totalled exactly by producer and consumer; no credentials, a wrong password, a user without ACLs, a
+wrong CA and a missing client certificate are each refused in one line, and none of their records
+reaches the topic. No output, log, query plan or Spark UI page holds a password or the client key."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,85 +19,93 @@ from tests.helpers import (
     consumer_args,
     printed_lines,
     printed_tables,
+    producer_args,
     run_consumer,
     run_producer,
     summary_totals,
+    wait_for_table,
 )
 from ventas.kafka_local import LocalBroker, free_port
-from ventas.secure_broker import STRANGER, WRITER, make_ca
+from ventas.processes import ROOT, pipeline_env, spark_submit_command, stop
+from ventas.secure_broker import LISTENERS, STRANGER, WRITER, make_ca
 
 pytestmark = pytest.mark.integration
-TOPIC = "ventas-events"
 
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     broker = LocalBroker(free_port(), tmp_path_factory.mktemp("secure-kafka"), secure=True)
-    broker.start(topics=(TOPIC,), partitions=2)
+    broker.start()
     try:
         yield broker
     finally:
         broker.stop()
 
 
-def passwords(broker: LocalBroker) -> list[str]:
-    return list(json.loads((broker.data_dir / "users.json").read_text()).values())
+@pytest.fixture
+def topic(secure_broker: LocalBroker) -> str:
+    """A new topic that WRITER may use and STRANGER may not."""
+    name = f"ventas-secure-{uuid.uuid4().hex[:12]}"
+    secure_broker.start(partitions=2, topics=(name,))
+    return name
 
 
-def assert_no_password(broker: LocalBroker, *results: subprocess.CompletedProcess) -> None:
-    for result in results:
-        for password in passwords(broker):
-            assert password not in result.stdout + result.stderr
+def secrets_of(broker: LocalBroker) -> list[str]:
+    """Every user's password, and a line of the body of WRITER's private key."""
+    key_line = (broker.data_dir / "tls" / f"{WRITER}.key").read_text().splitlines()[1]
+    return [*json.loads((broker.data_dir / "users.json").read_text()).values(), key_line]
 
 
-def records_in_topic(broker: LocalBroker) -> int:
+def assert_no_secret(broker: LocalBroker, *texts: str) -> None:
+    for text in texts:
+        for secret in secrets_of(broker):
+            assert secret not in text
+
+
+def outputs(*results: subprocess.CompletedProcess) -> list[str]:
+    return [result.stdout + result.stderr for result in results]
+
+
+def records_in_topic(broker: LocalBroker, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=broker.admin_bootstrap)
-    partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC)]
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     count = sum(consumer.end_offsets(partitions).values())
     consumer.close()
     return count
 
 
-def produce(broker: LocalBroker, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+def produce(
+    bootstrap: str, topic: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    summary = tmp_path / "summary.json"
     return run_producer(
-        "--bootstrap-servers",
-        broker.bootstrap,
-        "--topic",
-        TOPIC,
-        "--count",
-        "200",
-        "--rate",
-        "0",
-        "--connect-timeout",
-        "5",
-        "--summary-file",
-        str(tmp_path / "summary.json"),
-        *args,
-        env=env,
+        *producer_args(bootstrap, topic, summary, count=200, rate=0, seed=81), "--connect-timeout", "5", *args, env=env
     )
 
 
-def test_the_writer_produces_over_sasl_ssl_and_the_consumer_totals_exactly(
-    secure_broker: LocalBroker, tmp_path: Path
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_the_writers_orders_are_totalled_exactly_through_each_listener(
+    secure_broker: LocalBroker, topic: str, tmp_path: Path, listener: str
 ) -> None:
-    before = records_in_topic(secure_broker)
-    properties = str(secure_broker.client_properties(WRITER))
-    produced = produce(secure_broker, tmp_path, "--client-properties", properties, "--seed", "81")
+    bootstrap = secure_broker.listener_bootstrap(listener)
+    properties = str(secure_broker.client_properties(WRITER, listener))
+    produced = produce(bootstrap, topic, tmp_path, "--client-properties", properties)
     assert produced.returncode == 0, produced.stderr
-    assert records_in_topic(secure_broker) == before + 200
+    assert records_in_topic(secure_broker, topic) == 200
 
     consumed = run_consumer(
-        *consumer_args(secure_broker.bootstrap, TOPIC, tmp_path, "--available-now", "--client-properties", properties)
+        *consumer_args(bootstrap, topic, tmp_path, "--available-now", "--client-properties", properties)
     )
     assert consumed.returncode == 0, consumed.stdout[-3000:]
-    if before == 0:
-        assert printed_tables(consumed.stdout)[-1] == summary_totals(tmp_path / "summary.json")
-    assert_no_password(secure_broker, produced, consumed)
+    assert printed_tables(consumed.stdout)[-1] == summary_totals(tmp_path / "summary.json")
+    assert_no_secret(secure_broker, *outputs(produced, consumed))
 
 
-def test_the_same_settings_from_the_environment_with_scram_sha_256(secure_broker: LocalBroker, tmp_path: Path) -> None:
+def test_the_same_settings_from_the_environment_with_scram_sha_256(
+    secure_broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
     password_file = tmp_path / "password"
     password_file.write_text(json.loads((secure_broker.data_dir / "users.json").read_text())[WRITER])
     env = {
@@ -104,14 +115,15 @@ def test_the_same_settings_from_the_environment_with_scram_sha_256(secure_broker
         "KAFKA_SASL_PASSWORD_FILE": str(password_file),
         "KAFKA_SSL_CA_LOCATION": str(secure_broker.data_dir / "tls" / "ca.pem"),
     }
-    produced = produce(secure_broker, tmp_path, env=env)
+    produced = produce(secure_broker.bootstrap, topic, tmp_path, env=env)
     assert produced.returncode == 0, produced.stderr
-    assert_no_password(secure_broker, produced)
+    assert records_in_topic(secure_broker, topic) == 200
+    assert_no_secret(secure_broker, *outputs(produced))
 
 
-def refused(broker: LocalBroker, tmp_path: Path, env: dict[str, str], expected: str) -> None:
-    before = records_in_topic(broker)
-    produced = produce(broker, tmp_path, env=env)
+def refused(broker: LocalBroker, topic: str, tmp_path: Path, env: dict[str, str], expected: str, listener: str) -> None:
+    bootstrap = broker.listener_bootstrap(listener)
+    produced = produce(bootstrap, topic, tmp_path, env=env)
     assert produced.returncode != 0
     errors = [line for line in produced.stderr.splitlines() if line.startswith("producer.py: error:")]
     assert len(errors) == 1 and expected in errors[0], produced.stderr
@@ -122,19 +134,20 @@ def refused(broker: LocalBroker, tmp_path: Path, env: dict[str, str], expected: 
     )
 
     consumed = run_consumer(
-        *consumer_args(broker.bootstrap, TOPIC, tmp_path, "--available-now", "--connect-timeout", "5"), env=env
+        *consumer_args(bootstrap, topic, tmp_path, "--available-now", "--connect-timeout", "5"), env=env
     )
     assert consumed.returncode != 0
     assert any(line.startswith("consumer.py: error:") and expected in line for line in printed_lines(consumed))
-    assert records_in_topic(broker) == before
-    assert_no_password(broker, produced, consumed)
+    assert records_in_topic(broker, topic) == 0
+    assert_no_secret(broker, *outputs(produced, consumed))
 
 
-def test_no_credentials_are_refused(secure_broker: LocalBroker, tmp_path: Path) -> None:
-    refused(secure_broker, tmp_path, {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}, "no Kafka broker reachable")
+def test_no_credentials_are_refused(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
+    env = {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+    refused(secure_broker, topic, tmp_path, env, "no Kafka broker reachable", "SASL_SSL")
 
 
-def test_a_wrong_password_is_refused(secure_broker: LocalBroker, tmp_path: Path) -> None:
+def test_a_wrong_password_is_refused(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
     env = {
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -142,15 +155,15 @@ def test_a_wrong_password_is_refused(secure_broker: LocalBroker, tmp_path: Path)
         "KAFKA_SASL_PASSWORD": "not-the-password",
         "KAFKA_SSL_CA_LOCATION": str(secure_broker.data_dir / "tls" / "ca.pem"),
     }
-    refused(secure_broker, tmp_path, env, f"authentication failed for user {WRITER!r}")
+    refused(secure_broker, topic, tmp_path, env, f"authentication failed for user {WRITER!r}", "SASL_SSL")
 
 
-def test_a_user_without_acls_is_refused(secure_broker: LocalBroker, tmp_path: Path) -> None:
+def test_a_user_without_acls_is_refused(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
     env = {"KAFKA_CLIENT_PROPERTIES": str(secure_broker.client_properties(STRANGER))}
-    refused(secure_broker, tmp_path, env, f"not authorized to use topic {TOPIC!r}")
+    refused(secure_broker, topic, tmp_path, env, f"not authorized to use topic {topic!r}", "SASL_SSL")
 
 
-def test_a_wrong_ca_is_refused(secure_broker: LocalBroker, tmp_path: Path) -> None:
+def test_a_wrong_ca_is_refused(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
     other_ca = make_ca(tmp_path, "other-ca")
     properties = tmp_path / "wrong-ca.properties"
     properties.write_text(
@@ -158,12 +171,91 @@ def test_a_wrong_ca_is_refused(secure_broker: LocalBroker, tmp_path: Path) -> No
         .read_text()
         .replace(str(secure_broker.data_dir / "tls" / "ca.pem"), str(other_ca))
     )
-    env = {"KAFKA_CLIENT_PROPERTIES": str(properties)}
-    refused(secure_broker, tmp_path, env, "TLS certificate")
+    refused(secure_broker, topic, tmp_path, {"KAFKA_CLIENT_PROPERTIES": str(properties)}, "TLS certificate", "SASL_SSL")
 
 
-def test_the_broker_log_holds_no_password(secure_broker: LocalBroker, tmp_path: Path) -> None:
-    produce(secure_broker, tmp_path, "--client-properties", str(secure_broker.client_properties(WRITER)))
+def test_the_mutual_tls_listener_refuses_a_client_without_a_certificate(
+    secure_broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    env = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_LOCATION": str(secure_broker.data_dir / "tls" / "ca.pem")}
+    refused(secure_broker, topic, tmp_path, env, "the broker requires a client certificate", "SSL")
+
+
+def test_the_broker_log_holds_no_password(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
+    for listener in LISTENERS:
+        properties = str(secure_broker.client_properties(WRITER, listener))
+        bootstrap = secure_broker.listener_bootstrap(listener)
+        produced = produce(bootstrap, topic, tmp_path, "--client-properties", properties)
+        assert produced.returncode == 0, produced.stderr
     log = secure_broker.log_file.read_text()
-    assert "SASL_SSL" in log  # the log is the broker's, and it did start with this profile
-    assert not any(password in log for password in passwords(secure_broker))
+    assert all(listener in log for listener in LISTENERS)  # the log is this broker's, with this profile
+    assert_no_secret(secure_broker, log)
+
+
+def writer_with_client_certificate(broker: LocalBroker, tmp_path: Path) -> Path:
+    """WRITER's SASL_SSL settings plus the client certificate and key: both secrets go to Spark."""
+    tls = broker.data_dir / "tls"
+    path = tmp_path / "writer-sasl-and-certificate.properties"
+    path.write_text(
+        broker.client_properties(WRITER).read_text()
+        + f"ssl.certificate.location={tls / f'{WRITER}.pem'}\nssl.key.location={tls / f'{WRITER}.key'}\n"
+    )
+    return path
+
+
+def test_the_query_plan_shows_the_secrets_redacted(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
+    properties = writer_with_client_certificate(secure_broker, tmp_path)
+    explained = subprocess.run(
+        spark_submit_command(
+            ["--bootstrap-servers", secure_broker.bootstrap, "--topic", topic, "--client-properties", str(properties)],
+            ROOT / "tests" / "explain_plan.py",
+        ),
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+        timeout=300,
+    )
+    assert explained.returncode == 0, explained.stdout[-3000:]
+    assert "StreamingRelationV2" in explained.stdout  # the plan of the Kafka source, with its options
+    for option in ("kafka.sasl.jaas.config", "kafka.ssl.keystore.key"):
+        assert f"{option}=*********(redacted)" in explained.stdout
+    assert "kafka.ssl.keystore.certificate.chain=-----BEGIN CERTIFICATE-----" in explained.stdout  # not a secret
+    assert_no_secret(secure_broker, *outputs(explained))
+
+
+def get_json(url: str) -> tuple[str, object]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    return text, json.loads(text)
+
+
+def test_the_spark_ui_shows_no_secret_while_the_consumer_runs(
+    secure_broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    properties = writer_with_client_certificate(secure_broker, tmp_path)
+    assert produce(secure_broker.bootstrap, topic, tmp_path, "--client-properties", str(properties)).returncode == 0
+    ui = f"http://127.0.0.1:{free_port()}"
+    command = spark_submit_command(
+        consumer_args(secure_broker.bootstrap, topic, tmp_path, "--client-properties", str(properties))
+    )
+    command[1:1] = ["--conf", f"spark.ui.port={ui.rsplit(':', 1)[1]}"]
+    out = tmp_path / "consumer.txt"
+    with out.open("w") as sink:
+        consumer = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=pipeline_env({"SPARK_LOCAL_IP": "127.0.0.1"}),
+            start_new_session=True,
+        )
+    try:
+        assert wait_for_table(out, consumer) == summary_totals(tmp_path / "summary.json")
+        _, applications = get_json(f"{ui}/api/v1/applications")
+        api = f"{ui}/api/v1/applications/{applications[0]['id']}"
+        environment, parsed = get_json(f"{api}/environment")
+        assert dict(parsed["sparkProperties"])["spark.sql.redaction.options.regex"]  # the page is the consumer's
+        sql, _ = get_json(f"{api}/sql?details=true&planDescription=true")
+        assert consumer.poll() is None  # the pages were read while the query ran
+    finally:
+        stop(consumer)
+    assert_no_secret(secure_broker, environment, sql, out.read_text())

@@ -3,12 +3,15 @@ for kafka-python and Spark, and never shown."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from ventas.config import UserError
-from ventas.security import KafkaSecurity, load_security
+from ventas.secure_broker import make_ca
+from ventas.security import REDACTED_SPARK_OPTIONS, KafkaSecurity, load_security
 
 SCRAM = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "ventas", 's3cr"et', "/etc/ssl/ca.pem")
 
@@ -69,10 +72,16 @@ def test_the_password_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.M
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "security protocol 'TLS' is not one of"),
-        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI"}, "SASL mechanism 'GSSAPI'"),
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, r"security.protocol \(KAFKA_SECURITY_PROTOCOL\) 'TLS' is not one of"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI"},
+            r"sasl.mechanism \(KAFKA_SASL_MECHANISM\) 'GSSAPI' is not one of",
+        ),
         ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "needs a SASL username"),
-        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_LOCATION": "/no/such.pem"}, "no such file"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_LOCATION": "/no/such.pem"},
+            "ssl.ca.location /no/such.pem: no",
+        ),
     ],
 )
 def test_inconsistent_settings_are_usage_errors(
@@ -83,3 +92,134 @@ def test_inconsistent_settings_are_usage_errors(
     with pytest.raises(UserError, match=message) as raised:
         load_security(None)
     assert raised.value.exit_code == 2
+
+
+def properties(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "client.properties"
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+def test_a_java_clients_file_with_a_scram_jaas_config(tmp_path: Path) -> None:
+    """The Java format: `:` separators, both comment marks, a continuation line, escapes in the
+    properties file and in the JAAS quoting, and settings of other kinds, which are left to the flags."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    path = properties(
+        tmp_path,
+        "# written for the Java clients\n"
+        "! by a managed service\n"
+        "bootstrap.servers=broker.example:9092\n"
+        "security.protocol : SASL_SSL\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n"
+        '    username="ventas\\u00e9" password="p=a\\\\\\"s;s\\\\\\\\";\n'
+        f"ssl.truststore.type=PEM\nssl.truststore.location={ca}\n"
+        "ssl.endpoint.identification.algorithm=https\n"
+        "acks=all\nsession.timeout.ms=45000\n",
+    )
+    security = load_security(path)
+    assert (security.protocol, security.mechanism, security.username, security.password, security.ca_location) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "ventasé",
+        'p=a"s;s\\',
+        str(ca),
+    )
+    # and back to Spark, quoted so that Kafka's JAAS parser reads the same password
+    assert security.spark_options()["kafka.sasl.jaas.config"].endswith('password="p=a\\"s;s\\\\";')
+
+
+def test_a_plain_jaas_config_with_single_quotes_and_librdkafkas_plural_mechanisms(tmp_path: Path) -> None:
+    path = properties(
+        tmp_path,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=PLAIN\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username='KEY' "
+        "password='SECRET';\n",
+    )
+    security = load_security(path)
+    assert (security.mechanism, security.username, security.password) == ("PLAIN", "KEY", "SECRET")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n",
+            "sasl.jaas.config: login module org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule "
+            "is not supported (use PLAIN or SCRAM)",
+        ),
+        (
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=u;\n",
+            'sasl.jaas.config: needs username="..." and password="..."',
+        ),
+        (
+            'sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required password="s3cret" x\n',
+            "sasl.jaas.config: cannot read it after option 'password' (key=\"value\" options, then ;)",
+        ),
+        ("sasl.jaas.config=username=u password=p\n", "sasl.jaas.config: not a JAAS login module configuration"),
+        (
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\n"
+            'sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="u" '
+            'password="p";\n',
+            "sasl.jaas.config: login module org.apache.kafka.common.security.plain.PlainLoginModule does not do "
+            "sasl.mechanism SCRAM-SHA-256",
+        ),
+        (
+            "sasl.username=u\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+            'username="u" password="p";\n',
+            "sasl.jaas.config: give it or sasl.username and sasl.password, not both",
+        ),
+        (
+            "ssl.truststore.location=/etc/kafka/truststore.jks\nssl.truststore.password=changeit\n",
+            "ssl.truststore.location: only PEM stores can be used (ssl.truststore.type=PEM)",
+        ),
+        (
+            "ssl.keystore.type=PKCS12\nssl.keystore.location=/etc/kafka/client.p12\n",
+            "ssl.keystore.type=PKCS12: only PEM stores can be used",
+        ),
+        ("ssl.endpoint.identification.algorithm=\n", "ssl.endpoint.identification.algorithm: this setting is not"),
+        ("sasl.kerberos.service.name=kafka\n", "sasl.kerberos.service.name: this setting is not supported"),
+        ("security.protocol=SSL\nssl.ca.location=\\u00zz\n", "client.properties: "),
+    ],
+)
+def test_what_cannot_be_used_is_refused_in_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError) as raised:
+        load_security(properties(tmp_path, text))
+    assert raised.value.exit_code == 2
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+def client_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    make_ca(tmp_path, "client")
+    return tmp_path / "client.pem", tmp_path / "client.key"
+
+
+def test_spark_gets_the_client_certificate_and_key_as_a_pem_keystore(tmp_path: Path) -> None:
+    cert, key = client_certificate(tmp_path)
+    options = KafkaSecurity("SSL", cert_location=str(cert), key_location=str(key)).spark_options()
+    assert options["kafka.ssl.keystore.type"] == "PEM"
+    assert options["kafka.ssl.keystore.certificate.chain"] == cert.read_text()
+    assert options["kafka.ssl.keystore.key"].strip() == key.read_text().strip()
+    assert re.search(REDACTED_SPARK_OPTIONS, "kafka.ssl.keystore.key")  # Spark looks for a match in the key
+    assert not re.search(REDACTED_SPARK_OPTIONS, "kafka.ssl.keystore.certificate.chain")
+
+
+def test_keys_spark_cannot_read_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = client_certificate(tmp_path)
+    pkcs1 = tmp_path / "pkcs1.key"
+    subprocess.run(["openssl", "pkey", "-in", key, "-traditional", "-out", pkcs1], check=True)
+    with pytest.raises(UserError, match="Spark's Kafka source reads PKCS#8 keys only"):
+        KafkaSecurity("SSL", cert_location=str(cert), key_location=str(pkcs1)).spark_options()
+
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-in", key, "-passout", "pass:secret", "-out", encrypted], check=True)
+    for name, value in {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERT_LOCATION": str(cert)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KAFKA_SSL_KEY_LOCATION", str(encrypted))
+    with pytest.raises(UserError, match="encrypted keys are not supported"):
+        load_security(None)
+    monkeypatch.setenv("KAFKA_SSL_KEY_LOCATION", str(cert))
+    with pytest.raises(UserError, match=f"ssl.key.location {cert}: no PRIVATE KEY in it"):
+        load_security(None)

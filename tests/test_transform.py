@@ -98,6 +98,28 @@ GARBAGE = {
         b'"price": 1', b'"price": 12345678901234567.5'
     ): "invalid product line",
     None: "tombstone (null value)",
+    # Spark's JSON reader would give these string fields the JSON text of the value
+    **{
+        exact_json({"order_id": value, "products": []}).encode(): "order_id is not a JSON string"
+        for value in (True, 42, 100.0, [1], {"a": "b"})
+    },
+    **{
+        order({"name": value, "cantidad": 1, "price": 1}): "product name is not a JSON string"
+        for value in (True, False, 100.0, -7, 1e400, ["Laptop"], {"name": "Laptop"})
+    },
+    order({"name": "Mouse", "cantidad": 1, "price": 1}).replace(b'"Mouse"', b"NaN"): (
+        "product name is not a JSON string"
+    ),
+    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
+        b'"name": "Laptop"', b'"name": "true", "name": true'
+    ): "product name is not a JSON string",
+    b'{"order_id": "1", "order_id": 1, "products": []}': "order_id is not a JSON string",
+    exact_json({"order_id": "o", "customer_document": 431615633, "products": []}).encode(): (
+        "customer_document is not a JSON string"
+    ),
+    exact_json({"order_id": "o", "products": [], "sale_date": [12, 5, 2025]}).encode(): (
+        "sale_date is not a JSON string"
+    ),
 }
 
 
@@ -123,6 +145,29 @@ def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
     assert invalid_utf8["value"] is None and invalid_utf8["value_base64"]
 
 
+@pytest.mark.parametrize("query", [sales_totals, rejected_records])
+def test_each_value_is_parsed_once(spark, query) -> None:
+    """Not once more for each check of the reject reason (a filter pushed below the parse copies it)."""
+    plan = query(parse_orders(kafka_rows(spark, [SEED_SAMPLE])))._jdf.queryExecution().optimizedPlan().toString()
+    assert len([node for node in plan.splitlines() if "from_json(StructField(order_id" in node]) == 1
+
+
+def test_strings_that_look_like_json_are_names_like_any_other(spark) -> None:
+    names = ["true", "100.0", "1e5", "-3", "[1]", "{}", '"quoted"', "NaN", "4K Monitor"]
+    values = [
+        exact_json(
+            {
+                "order_id": name,
+                "customer_document": name,
+                "products": [{"name": name, "cantidad": 1, "price": 1}],
+                "sale_date": name,
+            }
+        ).encode()
+        for name in names
+    ]
+    assert totals(spark, values) == dict.fromkeys(names, Decimal(1))
+
+
 def test_the_table_shows_every_row_untruncated_highest_first() -> None:
     long_name = "Cafetera Espresso Automática con Molinillo Integrado y Espumador de Leche"
     table = format_table({"B": Decimal("10.00"), "A": Decimal("10.00"), long_name: Decimal("99.50")})
@@ -138,24 +183,51 @@ def test_the_table_shows_every_row_untruncated_highest_first() -> None:
 
 
 money = st.decimals(min_value=0, max_value=Decimal("99999999.99"), places=2)
+# Strings, some of which look like JSON, and values of every other JSON type, which the reader would
+# turn into text: only strings make a valid name, order_id, customer_document or sale_date.
+strings = st.one_of(
+    st.text(min_size=1, max_size=12).filter(lambda s: s.strip()),
+    st.sampled_from(["true", "false", "100.0", "1e5", "-3", "[1, 2]", "{}", '"x"', "NaN", "4K Monitor"]),
+)
+not_strings = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "name"]), st.integers(), max_size=2),
+)
 line_items = st.fixed_dictionaries(
     {
-        "name": st.text(min_size=1, max_size=12).filter(lambda s: s.strip()),
+        "name": st.one_of(strings, strings, not_strings),
         "cantidad": st.integers(min_value=1, max_value=10**6),
         "price": money,
     }
 )
-orders_lists = st.lists(st.lists(line_items, max_size=5), max_size=30)
+optional = st.one_of(st.none(), strings, not_strings)
+generated_orders = st.fixed_dictionaries(
+    {"order_id": st.one_of(strings, strings, not_strings), "products": st.lists(line_items, max_size=5)},
+    optional={"customer_document": optional, "sale_date": optional},
+)
+
+
+def is_valid(order: dict) -> bool:
+    """The README's rule for the fields generated here."""
+    return (
+        isinstance(order["order_id"], str)
+        and all(isinstance(order.get(field), str | None) for field in ("customer_document", "sale_date"))
+        and all(isinstance(line["name"], str) for line in order["products"])
+    )
 
 
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(orders_lists)
-def test_totals_equal_a_plain_decimal_computation(spark, generated: list[list[dict]]) -> None:
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(generated_orders, max_size=30))
+def test_totals_and_rejections_equal_a_plain_python_computation(spark, generated: list[dict]) -> None:
     expected: dict[str, Decimal] = {}
-    values = []
-    for i, lines in enumerate(generated):
-        for line in lines:
+    for order_ in filter(is_valid, generated):
+        for line in order_["products"]:
             expected[line["name"]] = expected.get(line["name"], Decimal(0)) + line["cantidad"] * line["price"]
-        values.append(exact_json({"order_id": f"o{i}", "products": lines}).encode())
-    assert totals(spark, values) == expected
+    parsed = parse_orders(kafka_rows(spark, [exact_json(order_).encode() for order_ in generated]))
+    assert {r["Product"]: r["Total Sales"] for r in sales_totals(parsed).collect()} == expected
+    rejected = {r["offset"] for r in rejected_records(parsed).collect()}
+    assert rejected == {offset for offset, order_ in enumerate(generated) if not is_valid(order_)}

@@ -29,6 +29,14 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, `PROG: error: MESSAGE (see --help)`, exit 2:
+    the usage block argparse prints first would bury the one line that says what is wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, UserError(f"{message} (see --help)", EXIT_USAGE))
+
+
 def env(name: str, default: str | None = None) -> str | None:
     """The value of environment variable `name`, or `default` when it is unset or empty.
 
@@ -37,7 +45,7 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
 
 
-def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+def add_kafka_arguments(parser: Parser) -> None:
     """The flags every Kafka client of this project shares."""
     parser.add_argument(
         "--bootstrap-servers",

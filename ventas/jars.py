@@ -11,7 +11,6 @@ Run `python -m ventas.jars` to fetch both; `--print-package` prints the connecto
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ventas.config import UserError, fail
+from ventas.config import Parser, UserError, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_POM = ROOT / "scripts" / "kafka-broker-pom.xml"
@@ -136,7 +135,7 @@ def ensure_spark_kafka_connector() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="ventas.jars", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="ventas.jars", description=__doc__.split("\n\n")[0])
     parser.add_argument("--print-package", action="store_true", help="print the connector coordinate only")
     args = parser.parse_args(argv)
     try:

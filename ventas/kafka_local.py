@@ -7,7 +7,6 @@ several brokers can run side by side (tests, benchmarks) and `start` twice start
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ventas import secure_broker
-from ventas.config import DEFAULT_TOPIC, STATE_HOME, UserError, env, fail, positive_int
+from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, positive_int
 from ventas.jars import ensure_kafka_libs
 from ventas.secure_broker import STRANGER, WRITER
 
@@ -81,7 +80,7 @@ class LocalBroker:
 
     port: int
     data_dir: Path
-    secure: bool = False  # SASL_SSL (SCRAM or PLAIN) with a throwaway CA, and ACLs
+    secure: bool = False  # SASL_SSL, mutual TLS and SASL_PLAINTEXT listeners, a throwaway CA, ACLs
 
     @property
     def bootstrap(self) -> str:
@@ -116,9 +115,14 @@ class LocalBroker:
             return self.bootstrap
         return f"{HOST}:{json.loads(self._state_file.read_text())['admin_port']}"
 
-    def client_properties(self, user: str) -> Path:
-        """A secure broker's client settings for `user` (WRITER or STRANGER), for --client-properties."""
-        return self.data_dir / f"client-{user}.properties"
+    def client_properties(self, user: str, listener: str = "SASL_SSL") -> Path:
+        """A secure broker's client settings for `user` (WRITER or STRANGER) on one of its
+        listeners (secure_broker.LISTENERS), for --client-properties."""
+        return secure_broker.properties_file(self.data_dir, user, listener)
+
+    def listener_bootstrap(self, listener: str) -> str:
+        """A secure broker's address for one of its client listeners (secure_broker.LISTENERS)."""
+        return f"{HOST}:{json.loads(self._state_file.read_text())['listeners'][listener]}"
 
     def start(self, partitions: int = 1, timeout_s: float = 90.0, topics: tuple[str, ...] = ()) -> bool:
         """Start the broker unless it already runs; create `topics`. True when it was started."""
@@ -139,10 +143,11 @@ class LocalBroker:
         libs = ensure_kafka_libs()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         controller_port = free_port()
-        admin_port = free_port() if self.secure else self.port
+        ports = {"SASL_SSL": self.port, **{name: free_port() for name in ("SSL", "SASL_PLAINTEXT", "ADMIN")}}
+        admin_port = ports["ADMIN"] if self.secure else self.port
         logs_dir = self.data_dir / "logs"
         if self.secure:
-            listeners = secure_broker.listener_config(self.data_dir, HOST, self.port, admin_port)
+            listeners = secure_broker.listener_config(self.data_dir, HOST, ports)
         else:
             listeners = [
                 f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{controller_port}",
@@ -208,7 +213,10 @@ class LocalBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._state_file.write_text(json.dumps({"pid": process.pid, "port": self.port, "admin_port": admin_port}))
+        state = {"pid": process.pid, "port": self.port, "admin_port": admin_port}
+        if self.secure:
+            state["listeners"] = {name: ports[name] for name in secure_broker.LISTENERS}
+        self._state_file.write_text(json.dumps(state))
         self._wait_until_ready(process, timeout_s)
 
     def _wait_until_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
@@ -270,7 +278,7 @@ class LocalBroker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="kafka-local", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="kafka-local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument(
         "--port",
@@ -299,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--secure",
         action="store_true",
-        help="SASL_SSL with a throwaway CA, SCRAM/PLAIN users and ACLs (see ventas/secure_broker.py)",
+        help="SASL_SSL, mutual-TLS and SASL_PLAINTEXT listeners with a throwaway CA, SCRAM/PLAIN users "
+        "and ACLs (see ventas/secure_broker.py)",
     )
     args = parser.parse_args(argv)
     broker = LocalBroker(args.port, (args.data_dir or default_data_dir(args.port)).resolve(), args.secure)
@@ -312,11 +321,14 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
             )
             if broker.secure:
-                for user in (WRITER, STRANGER):
-                    print(
-                        f"settings of user {user}: --client-properties {broker.client_properties(user)}",
-                        file=sys.stderr,
-                    )
+                for listener in secure_broker.LISTENERS:
+                    for user in (WRITER, STRANGER):
+                        if broker.client_properties(user, listener).exists():
+                            print(
+                                f"{listener} at {broker.listener_bootstrap(listener)}, user {user}: "
+                                f"--client-properties {broker.client_properties(user, listener)}",
+                                file=sys.stderr,
+                            )
             print(broker.bootstrap)
         elif args.command == "stop":
             print("stopped" if broker.stop() else f"not running (data dir {broker.data_dir})")
