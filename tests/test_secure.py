@@ -245,7 +245,7 @@ def test_the_spark_ui_shows_no_secret_while_the_consumer_runs(
             command,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env=pipeline_env({"SPARK_LOCAL_IP": "127.0.0.1"}),
+            env=pipeline_env(),
             start_new_session=True,
         )
     try:

@@ -19,10 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the project's commands: this interpreter for PySpark, the quiet Spark logging
-    of conf/ and the repository on PYTHONPATH."""
+    of conf/, the driver and its UI on 127.0.0.1 (Spark's default is every interface) and the
+    repository on PYTHONPATH."""
     env = dict(os.environ)
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     env.setdefault("SPARK_CONF_DIR", str(ROOT / "conf"))
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
