@@ -59,7 +59,8 @@ def secrets_of(broker: LocalBroker) -> list[str]:
 def assert_no_secret(broker: LocalBroker, *texts: str) -> None:
     for text in texts:
         for secret in secrets_of(broker):
-            assert secret not in text
+            where = text.find(secret)
+            assert where < 0, f"a secret is printed after: {text[max(0, where - 300) : where]!r}"
 
 
 def outputs(*results: subprocess.CompletedProcess) -> list[str]:
