@@ -446,7 +446,7 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
     if "Some data may have been lost" in error_text:
         return f"the streaming query failed: {DATA_LOSS_HELP}"
     causes = re.findall(r"Caused by: ([^\n]+)", error_text)
-    cause = (causes[-1] if causes else error_text.strip().splitlines()[0])[:500]
+    cause = (causes[-1] if causes else " ".join(error_text.strip().splitlines()[:2]))[:500]
     location = str(_local_path(checkpoint_location) or checkpoint_location)
     if location in cause:  # a file of the checkpoint is missing or unreadable
         return str(checkpoint.damaged(location, cause))
@@ -563,7 +563,13 @@ def run(args: argparse.Namespace, stop: StopRequest) -> None:
             printer, queries = start_queries(spark, args)
             while not stop.requested.is_set() and any(q.isActive for q in queries):
                 for query in queries:
-                    query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
+                    try:
+                        query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
+                    except StreamingQueryException:
+                        if not stop.requested.is_set():
+                            raise
+                        # A stop signal to the whole process group can kill a process the JVM had started
+                        # for the batch (Hadoop's chmod): that batch failed, uncommitted; see below.
             if not stop.requested.is_set():
                 if args.available_now and printer.last_batch is None:
                     printer.print_latest()
