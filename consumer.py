@@ -63,7 +63,7 @@ from ventas.config import (
     true_or_false,
 )
 from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, load_security, refuse_early
-from ventas.signals import StopRequest, say
+from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 from ventas.table import format_batch
 
 log = logging.getLogger("consumer")
@@ -72,7 +72,6 @@ REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
 ORDER = "order"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
-STOP_NOTICE_AFTER_S = 2.0  # a stop that takes longer says what it waits for
 STOP_GRACE_S = 30.0  # then the batch in progress is abandoned, to be run again on the next start
 TASKS_END_S = 10.0  # for the tasks of an abandoned batch to end once cancelled
 SQL_DEFAULTS = {

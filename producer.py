@@ -36,13 +36,12 @@ from ventas.config import (
 )
 from ventas.orders import Order, OrderGenerator
 from ventas.security import KafkaSecurity, load_security, refuse_early
-from ventas.signals import StopRequest, say
+from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 
 log = logging.getLogger("producer")
 PROGRESS_EVERY_S = 5.0
 DELIVERY_TIMEOUT_MS = 120_000
 FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
-STOP_NOTICE_AFTER_S = 2.0
 # kafka-python settings of every producer this project runs (bench/run.py measures with them too):
 # acks from all replicas, retried for up to DELIVERY_TIMEOUT_MS, without duplicates.
 KAFKA_SETTINGS = {

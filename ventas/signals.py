@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_NOTICE_AFTER_S = 2.0  # a stop that takes longer says what it waits for
 THIS_PROCESS = "this process"
 
 
