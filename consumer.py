@@ -55,14 +55,13 @@ from ventas.config import (
     Parser,
     UserError,
     add_kafka_arguments,
-    bootstrap_list,
     env,
     fail,
     positive_int,
     setup_logging,
     true_or_false,
 )
-from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, load_security, refuse_early
+from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, connect, load_security
 from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 from ventas.table import format_batch
 
@@ -127,13 +126,31 @@ def _not_a_json_string(text: Column, order: Column, key: str) -> Column:
     return F.when(value.isNull() | ~value.rlike(LOOKS_LIKE_JSON), False).otherwise(~_written_as_string(text, key))
 
 
+def _raw_lines(text: Column) -> Column:
+    """The JSON text of each product line."""
+    return F.from_json(F.get_json_object(text, f"$.{PRODUCTS}"), ArrayType(StringType()))
+
+
 def _a_name_is_not_a_json_string(text: Column, order: Column) -> Column:
     """True when a product's name was not a JSON string; the raw lines are read only when a name
     looks like JSON text."""
     suspect = F.exists(order[PRODUCTS], lambda line: line[NAME].rlike(LOOKS_LIKE_JSON))
-    lines = F.from_json(F.get_json_object(text, f"$.{PRODUCTS}"), ArrayType(StringType()))
-    names_are_strings = _appears_once(text, PRODUCTS) & F.forall(lines, lambda line: _written_as_string(line, NAME))
+    names_are_strings = _appears_once(text, PRODUCTS) & F.forall(
+        _raw_lines(text), lambda line: _written_as_string(line, NAME)
+    )
     return F.when(suspect, ~F.coalesce(names_are_strings, F.lit(False))).otherwise(False)
+
+
+# Spark's JSON reader takes a decimal written as a string ("price": "1.5") as that number. Inside a
+# JSON string a quote is escaped, so only a key "price" with a string value matches this.
+A_PRICE_AS_STRING = rf'"{PRICE}"\s*:\s*"'
+
+
+def _a_price_is_a_json_string(text: Column) -> Column:
+    """True when a product's price was written as a JSON string; the raw lines are read only when the
+    text has a "price" key with a string value."""
+    quoted = F.exists(_raw_lines(text), lambda line: _written_as_string(line, PRICE))
+    return F.when(text.rlike(A_PRICE_AS_STRING), F.coalesce(quoted, F.lit(False))).otherwise(False)
 
 
 def parse_orders(kafka_rows: DataFrame) -> DataFrame:
@@ -158,6 +175,7 @@ def parse_orders(kafka_rows: DataFrame) -> DataFrame:
         .when(order_col[PRODUCTS].isNull(), "missing products array")
         .when(F.exists(order_col[PRODUCTS], _is_bad_line), "invalid product line")
         .when(_a_name_is_not_a_json_string(text, order_col), "product name is not a JSON string")
+        .when(_a_price_is_a_json_string(text), "price is not a JSON number")
     )
     return parsed.withColumn(REJECT_REASON, reason)
 
@@ -278,20 +296,12 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: 
     itself would retry for minutes). Skipped when kafka-python is not installed on the driver."""
     try:
         from kafka import KafkaConsumer
-        from kafka.errors import NoBrokersAvailable
     except ImportError:
         return
     timeout_ms = int(timeout_s * 1000)
-    refuse_early(bootstrap_list(bootstrap_servers), security)
-    try:
-        client = KafkaConsumer(
-            bootstrap_servers=bootstrap_list(bootstrap_servers),
-            api_version_auto_timeout_ms=timeout_ms,
-            **security.kafka_python(),
-            request_timeout_ms=max(timeout_ms, 1000) + 1,
-        )
-    except NoBrokersAvailable:
-        raise UserError(f"no Kafka broker reachable at {bootstrap_servers}") from None
+    client = connect(
+        KafkaConsumer, bootstrap_servers, security, timeout_s, request_timeout_ms=max(timeout_ms, 1000) + 1
+    )
     try:
         if topic not in client.topics():
             if security.uses_sasl:  # Kafka does not tell a missing topic from one the user may not see

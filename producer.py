@@ -27,7 +27,6 @@ from ventas.config import (
     Parser,
     UserError,
     add_kafka_arguments,
-    bootstrap_list,
     env,
     fail,
     non_negative_float,
@@ -35,7 +34,7 @@ from ventas.config import (
     setup_logging,
 )
 from ventas.orders import Order, OrderGenerator
-from ventas.security import KafkaSecurity, load_security, refuse_early
+from ventas.security import connect, load_security
 from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 
 log = logging.getLogger("producer")
@@ -143,32 +142,13 @@ class DeliveryReport:
             }
 
 
-def connect(bootstrap_servers: str, timeout_s: float, security: KafkaSecurity):
-    """A KafkaProducer with safe delivery settings, or UserError once the broker stayed unreachable."""
-    from kafka import KafkaProducer
-    from kafka.errors import NoBrokersAvailable
-
-    hosts = bootstrap_list(bootstrap_servers)
-    refuse_early(hosts, security)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return KafkaProducer(bootstrap_servers=hosts, **KAFKA_SETTINGS, **security.kafka_python())
-        except NoBrokersAvailable:
-            if time.monotonic() >= deadline:
-                raise UserError(
-                    f"no Kafka broker reachable at {bootstrap_servers} after {timeout_s:.0f}s "
-                    "(start one with: scripts/kafka-local start)"
-                ) from None
-            time.sleep(1)
-
-
 def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport, float]:
     """Send orders until --count or `stop`; flush and close. Returns the report and elapsed seconds."""
+    from kafka import KafkaProducer
     from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
     security = load_security(args.client_properties)
-    producer = connect(args.bootstrap_servers, args.connect_timeout, security)
+    producer = connect(KafkaProducer, args.bootstrap_servers, security, args.connect_timeout, **KAFKA_SETTINGS)
     report = DeliveryReport()
     generator = OrderGenerator(args.seed)
     interval = 1 / args.rate if args.rate else 0.0

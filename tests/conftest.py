@@ -32,12 +32,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def topic(kafka_bootstrap: str) -> str:
     """A new two-partition topic, so tests never see each other's records."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
 
     name = f"ventas-test-{uuid.uuid4().hex[:12]}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
-        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+        admin.create_topics({name: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True)
     finally:
         admin.close()
     return name

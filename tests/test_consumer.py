@@ -23,7 +23,7 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
-from tests.test_transform import GARBAGE, order
+from tests.test_transform import GARBAGE, LARGEST_LINE, LARGEST_TOTAL, order
 from ventas.kafka_local import free_port
 from ventas.processes import pipeline_env, stop
 
@@ -83,6 +83,15 @@ def test_garbage_is_counted_and_kept_and_never_reaches_the_totals(
     assert len(rejected) == len(garbage)
     assert f"Rejected: {len(garbage)} records in batch 0" in result.stdout
     assert {r["reason"] for r in rejected} >= {"tombstone (null value)", "not valid UTF-8", "invalid product line"}
+
+
+def test_the_largest_orders_add_up_exactly(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    """Through Spark 4's default ANSI SQL mode: no overflow error, no null, no rounding."""
+    send_values(kafka_bootstrap, topic, [order(LARGEST_LINE, order_id=str(i)) for i in range(300)])
+
+    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert printed_tables(result.stdout)[-1] == {"Yacht": 300 * LARGEST_TOTAL}
 
 
 def test_streaming_refreshes_the_table_as_orders_arrive(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.testing.utils import assertDataFrameEqual
 
-from consumer import parse_orders, rejected_records, sales_totals
+from consumer import MAX_PRICE, parse_orders, rejected_records, sales_totals
 from schemas import TOTALS_SCHEMA
 from tests.helpers import SEED_SAMPLE, exact_json
 from ventas.table import format_table
@@ -113,6 +113,10 @@ GARBAGE = {
     order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
         b'"name": "Laptop"', b'"name": "true", "name": true'
     ): "product name is not a JSON string",
+    order({"name": "Laptop", "cantidad": 1, "price": "2000"}): "price is not a JSON number",
+    order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 1, "price": "9.99"}): (
+        "price is not a JSON number"
+    ),
     b'{"order_id": "1", "order_id": 1, "products": []}': "order_id is not a JSON string",
     exact_json({"order_id": "o", "customer_document": 431615633, "products": []}).encode(): (
         "customer_document is not a JSON string"
@@ -143,6 +147,49 @@ def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
             assert by_offset[offset]["value"] == value.decode()
     invalid_utf8 = next(r for r in rejected if r["reason"] == "not valid UTF-8")
     assert invalid_utf8["value"] is None and invalid_utf8["value_base64"]
+
+
+# The largest valid line: the most an int quantity and a price of decimal(18,2) allow. A total of many
+# such lines is past any single one, and past the decimal(29,2) of a line's amount.
+LARGEST_LINE = {"name": "Yacht", "cantidad": 2**31 - 1, "price": MAX_PRICE}
+LARGEST_TOTAL = (2**31 - 1) * MAX_PRICE
+
+
+@pytest.fixture
+def ansi_sql(spark):
+    """ANSI SQL mode, as Spark 4 runs by default (Spark 3.5 does not): an overflowing cast or sum fails
+    the query instead of giving null."""
+    before = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", "true")
+    yield spark
+    spark.conf.set("spark.sql.ansi.enabled", before)
+
+
+def test_no_bad_record_fails_the_query_in_ansi_mode(ansi_sql) -> None:
+    """Overflowing numbers, huge decimals and strings in number fields are rejected, not errors."""
+    overflowing = {
+        order({"name": "Yacht", "cantidad": 2**31, "price": 1}): "not a JSON object of the order schema",
+        order({"name": "Yacht", "cantidad": -(2**63) - 1, "price": 1}): "not a JSON object of the order schema",
+        order({"name": "Yacht", "cantidad": 1, "price": Decimal("1e38")}): "not a JSON object of the order schema",
+        order({"name": "Yacht", "cantidad": 1, "price": MAX_PRICE + Decimal("0.01")}): "invalid product line",
+        order({"name": "Yacht", "cantidad": 1, "price": Decimal("0.001")}): "invalid product line",
+        order({"name": "Yacht", "cantidad": "1", "price": 1}): "not a JSON object of the order schema",
+        order({"name": "Yacht", "cantidad": 1, "price": "1"}): "price is not a JSON number",
+        order({"name": "Yacht", "cantidad": 1, "price": "1.50"}): "price is not a JSON number",
+        order({"name": "Yacht", "cantidad": 1, "price": "NaN"}): "not a JSON object of the order schema",
+    }
+    values = [*GARBAGE, *overflowing, order(LARGEST_LINE)]
+    parsed = parse_orders(kafka_rows(ansi_sql, values))
+
+    assert {r["Product"]: r["Total Sales"] for r in sales_totals(parsed).collect()} == {"Yacht": LARGEST_TOTAL}
+    reasons = {r["offset"]: r["reason"] for r in rejected_records(parsed).collect()}
+    assert [reasons[offset] for offset in range(len(GARBAGE), len(values) - 1)] == list(overflowing.values())
+
+
+def test_sums_grow_past_any_single_record_exactly_in_ansi_mode(ansi_sql) -> None:
+    summed = totals(ansi_sql, [order(LARGEST_LINE, LARGEST_LINE, order_id=str(i)) for i in range(500)])
+    assert summed == {"Yacht": 1000 * LARGEST_TOTAL}
+    assert Decimal(10) ** 27 < summed["Yacht"]  # more than a line's decimal(29,2) amount can hold
 
 
 @pytest.mark.parametrize("query", [sales_totals, rejected_records])

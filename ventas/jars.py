@@ -2,11 +2,15 @@
 
 * The Kafka broker's classpath (kafka_2.13 + kafka-tools, version pinned in
   scripts/kafka-broker-pom.xml) is copied by Maven into ~/.cache/ventas/kafka-<version>/libs.
-* The Spark Kafka connector goes into ~/.m2/repository, where `spark-submit --packages`
-  (Ivy) looks first, so the seed's own command then works with no other network access.
-  Its coordinate follows the installed pyspark: Scala suffix and version are read from it.
+* The Spark Kafka connector and its runtime dependencies are resolved by Maven (pom in
+  scripts/spark-kafka-connector-pom.xml) into ~/.m2/repository, where `spark-submit --packages`
+  (Ivy) looks first, so the seed's own command then works with no other network access; the jars
+  that pyspark does not already ship are copied into ~/.cache/ventas/spark-kafka-<scala>-<version>,
+  which the project's own commands pass as `--jars` (no Ivy resolution, and no Ivy report, at
+  every start). The coordinate follows the installed pyspark: Scala suffix and version.
 
-Run `python -m ventas.jars` to fetch both; `--print-package` prints the connector coordinate.
+Run `python -m ventas.jars` to fetch both; `--print-package` prints the connector coordinate,
+`--print-jars` the comma-separated jar list for `spark-submit --jars`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from ventas.config import Parser, UserError, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_POM = ROOT / "scripts" / "kafka-broker-pom.xml"
+CONNECTOR_POM = ROOT / "scripts" / "spark-kafka-connector-pom.xml"
+MAVEN_SETTINGS = ROOT / "scripts" / "maven-settings.xml"
 CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ventas"
 M2_REPOSITORY = Path.home() / ".m2" / "repository"
 
@@ -61,7 +67,10 @@ def _maven(args: list[str], what: str) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise UserError(f"{what} is not cached and Maven (mvn) is not installed to fetch it: install Maven")
-    result = subprocess.run([mvn, "-B", "-q", *args], capture_output=True, text=True)
+    # Spark's parent pom names a Google mirror of Central that may be unreachable: without settings of
+    # the user's own, everything comes from Central itself.
+    settings = [] if (Path.home() / ".m2" / "settings.xml").exists() else ["-s", str(MAVEN_SETTINGS)]
+    result = subprocess.run([mvn, "-B", "-q", *settings, *args], capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
         detail = lines[0].strip() if lines else f"mvn exited {result.returncode}"
@@ -115,13 +124,41 @@ def _ivy_missing_jars(package: str) -> list[str]:
     return sorted({":".join(gav) for gav in missing})
 
 
+def spark_kafka_jars_dir() -> Path:
+    scala, version = spark_scala_and_version()
+    return CACHE_HOME / f"spark-kafka-{scala}-{version}"
+
+
+def _shipped_with_pyspark(artifact_id: str) -> bool:
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    return any(re.fullmatch(re.escape(artifact_id) + r"-\d.*\.jar", jar.name) for jar in jars.iterdir())
+
+
 def ensure_spark_kafka_connector() -> str:
-    """The connector coordinate, with everything `spark-submit --packages` needs in ~/.m2/repository."""
+    """The connector coordinate, with everything `spark-submit --packages` needs in ~/.m2/repository
+    and the jars pyspark lacks in spark_kafka_jars_dir()."""
     package = spark_kafka_package()
-    done = CACHE_HOME / f"{package.replace(':', '_')}.complete"
-    if not done.exists():
-        _maven(["dependency:get", f"-Dartifact={package}", "-Dtransitive=true"], f"Spark connector {package}")
-        for _ in range(10):
+    scala, version = spark_scala_and_version()
+    jars = spark_kafka_jars_dir()
+    if not (jars / ".complete").exists():
+        staging = jars.with_name(jars.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        _maven(
+            [
+                "-f",
+                str(CONNECTOR_POM),
+                f"-Dscala.binary.version={scala}",
+                f"-Dspark.version={version}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                "-Dmdep.useRepositoryLayout=true",
+                f"-DoutputDirectory={staging}",
+            ],
+            f"Spark connector {package}",
+        )
+        for _ in range(10):  # the versions Ivy picks that Maven did not (see _ivy_missing_jars)
             missing = _ivy_missing_jars(package)
             if not missing:
                 break
@@ -129,18 +166,33 @@ def ensure_spark_kafka_connector() -> str:
                 _maven(["dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"], artifact)
         else:
             raise UserError(f"spark-submit still cannot resolve {package} from {M2_REPOSITORY}")
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.touch()
+        shutil.rmtree(jars, ignore_errors=True)
+        jars.mkdir(parents=True)
+        for jar in staging.rglob("*.jar"):  # <group path>/<artifact>/<version>/<file>
+            if not _shipped_with_pyspark(jar.parent.parent.name):
+                jar.rename(jars / jar.name)
+        shutil.rmtree(staging)
+        (jars / ".complete").touch()
     return package
+
+
+def spark_kafka_jars() -> list[Path]:
+    """The connector's jars for `spark-submit --jars`, fetched on first use."""
+    ensure_spark_kafka_connector()
+    return sorted(spark_kafka_jars_dir().glob("*.jar"))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="ventas.jars", description=__doc__.split("\n\n")[0])
     parser.add_argument("--print-package", action="store_true", help="print the connector coordinate only")
+    parser.add_argument("--print-jars", action="store_true", help="print the connector's jars for --jars only")
     args = parser.parse_args(argv)
     try:
         if args.print_package:
             print(spark_kafka_package())
+            return
+        if args.print_jars:
+            print(",".join(map(str, spark_kafka_jars())))
             return
         libs = ensure_kafka_libs()
         package = ensure_spark_kafka_connector()

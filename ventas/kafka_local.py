@@ -8,7 +8,6 @@ several brokers can run side by side (tests, benchmarks) and `start` twice start
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from ventas import secure_broker
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, positive_int
 from ventas.jars import ensure_kafka_libs
 from ventas.secure_broker import STRANGER, WRITER
+from ventas.security import BOOTSTRAP_ATTEMPT_S, KafkaSecurity, connect
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
@@ -221,34 +221,42 @@ class LocalBroker:
 
     def _wait_until_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
         from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise UserError(f"the Kafka broker exited with code {process.returncode}: see {self.log_file}")
             try:
-                KafkaAdminClient(bootstrap_servers=self.admin_bootstrap, request_timeout_ms=5000).close()
+                connect(KafkaAdminClient, self.admin_bootstrap, KafkaSecurity(), BOOTSTRAP_ATTEMPT_S).close()
                 return
-            except KafkaError:
-                time.sleep(0.5)
+            except UserError:  # not listening yet
+                continue
         self.stop()
         raise UserError(f"the Kafka broker did not come up in {timeout_s:.0f} seconds: see {self.log_file}")
 
     def create_topics(self, topics: tuple[str, ...], partitions: int) -> None:
-        """Create each topic that does not exist yet."""
+        """Create each topic that does not exist yet, and wait until every partition has a leader."""
         from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
         if not topics:
             return
         admin = KafkaAdminClient(bootstrap_servers=self.admin_bootstrap)
         try:
-            missing = [t for t in topics if t not in set(admin.list_topics())]
-            for topic in missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            missing = sorted(set(topics) - set(admin.list_topics()))
+            if missing:
+                created = admin.create_topics(
+                    {topic: {"num_partitions": partitions, "replication_factor": 1} for topic in missing},
+                    raise_errors=False,
+                )
+                failed = [  # one created meanwhile by another process is just as good
+                    f"{result['name']}: {result['error_message'] or result['error_code']}"
+                    for result in created["topics"]
+                    if result["error_code"] not in (0, TopicAlreadyExistsError.errno)
+                ]
+                if failed:
+                    raise UserError(f"creating topics failed: {'; '.join(failed)}")
+                admin.wait_for_topics(missing)
         finally:
             admin.close()
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ventas.jars import spark_kafka_package
+from ventas.jars import spark_kafka_jars
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,9 +31,11 @@ def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def spark_submit_command(args: Sequence[str], script: Path = ROOT / "consumer.py") -> list[str]:
-    """`spark-submit --packages <connector> consumer.py ARGS` with the installed pyspark's spark-submit."""
+    """`spark-submit --jars <connector jars> consumer.py ARGS` with the installed pyspark's spark-submit:
+    the jars `make deps` cached, so no Ivy resolution (nor its report) at every start."""
     spark_submit = Path(sys.executable).parent / "spark-submit"
-    return [str(spark_submit), "--packages", spark_kafka_package(), str(script), *args]
+    jars = ",".join(map(str, spark_kafka_jars()))
+    return [str(spark_submit), "--jars", jars, str(script), *args]
 
 
 def producer_command(bootstrap_servers: str, topic: str, *args: str) -> list[str]:

@@ -226,6 +226,6 @@ def grant(admin_bootstrap: str, user: str, topics: tuple[str, ...]) -> None:
     try:
         result = admin.create_acls(acls)
         if result["failed"]:
-            raise UserError(f"granting ACLs to {user} failed: {result['failed'][0][1]}")
+            raise UserError(f"granting ACLs to {user} failed: {result['failed'][0].__name__}")
     finally:
         admin.close()

@@ -24,14 +24,19 @@ consumer asks Spark to redact the options that carry them (REDACTED_SPARK_OPTION
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import javaproperties
 
-from ventas.config import EXIT_USAGE, UserError
+from ventas.config import EXIT_USAGE, UserError, bootstrap_list
+
+T = TypeVar("T")
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -284,34 +289,27 @@ def check(security: KafkaSecurity, login_module: str | None) -> None:
             raise UserError(f"ssl.key.location {security.key_location}: encrypted keys are not supported", EXIT_USAGE)
 
 
-def connection_failure(bootstrap_servers: list[str], security: KafkaSecurity, timeout_s: float = 10) -> str | None:
-    """Why the first broker refuses us, in a user's words (authentication, TLS), or None.
+BOOTSTRAP_ATTEMPT_S = 2.0  # how often a client waiting for its broker looks at why it was refused
 
-    kafka-python reports any failed bootstrap as "no brokers available"; one direct connection
-    attempt tells a wrong password or an untrusted certificate apart from a broker that is down."""
-    import socket
-    import ssl
 
-    from kafka.conn import BrokerConnection
+class _LoggedErrors(logging.Handler):
+    """The exceptions kafka-python logs while bootstrapping: its clients raise only a timeout, and log
+    why each connection failed (TLS handshake, SASL authentication)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple):
+            self.errors.extend(arg for arg in record.args if isinstance(arg, BaseException))
+
+
+def refusal(errors: list[BaseException], security: KafkaSecurity) -> str | None:
+    """Why the broker refused us, in a user's words, from the errors of failed connections; None when
+    nothing says the broker is there (it is down, or the address is wrong)."""
     from kafka.errors import SaslAuthenticationFailedError
 
-    host, _, port = bootstrap_servers[0].rpartition(":")
-    connection = BrokerConnection(host, int(port), socket.AF_UNSPEC, **security.kafka_python())
-    errors: list[BaseException] = []
-    close = connection.close
-
-    def record(error: BaseException | None = None) -> None:
-        if error is not None:
-            errors.append(error)
-        close(error)
-
-    connection.close = record
-    try:
-        connection.connect_blocking(timeout=timeout_s)
-    except ssl.SSLError as error:
-        errors.append(error)
-    finally:
-        close()
     for error in errors:
         if isinstance(error, SaslAuthenticationFailedError):
             return f"authentication failed for user {security.username!r} ({security.mechanism})"
@@ -324,11 +322,44 @@ def connection_failure(bootstrap_servers: list[str], security: KafkaSecurity, ti
     return None
 
 
-def refuse_early(bootstrap_servers: list[str], security: KafkaSecurity) -> None:
-    """UserError now, in one line, when the broker refuses these credentials or its certificate is not
-    trusted: kafka-python's clients would otherwise wait, or hang, without saying why."""
-    if security.protocol == "PLAINTEXT":
-        return
-    refusal = connection_failure(bootstrap_servers, security)
-    if refusal:
-        raise UserError(f"{','.join(bootstrap_servers)}: {refusal}")
+def connect(client_class: type[T], bootstrap_servers: str, security: KafkaSecurity, timeout_s: float, **settings) -> T:
+    """A kafka-python client (KafkaProducer, KafkaConsumer, ...) that has reached its broker, waiting at
+    most `timeout_s` for it; UserError, in one line, when it stays unreachable or refuses us (a wrong
+    password, an untrusted certificate: kafka-python would only time out, without saying why).
+
+    While connecting, kafka-python's log lines about failed connections are read here, and held back
+    (they become the one line) unless DEBUG logging is on."""
+    from kafka.errors import KafkaTimeoutError
+
+    hosts = bootstrap_list(bootstrap_servers)
+    deadline = time.monotonic() + timeout_s
+    logged = _LoggedErrors()
+    kafka_log = logging.getLogger("kafka")
+    level, propagate = kafka_log.level, kafka_log.propagate
+    kafka_log.addHandler(logged)
+    kafka_log.propagate = kafka_log.isEnabledFor(logging.DEBUG)
+    kafka_log.setLevel(min(kafka_log.getEffectiveLevel(), logging.WARNING))
+    try:
+        while True:
+            attempt_s = max(0.1, min(BOOTSTRAP_ATTEMPT_S, deadline - time.monotonic()))
+            try:
+                return client_class(
+                    bootstrap_servers=hosts,
+                    bootstrap_timeout_ms=int(attempt_s * 1000),
+                    **security.kafka_python(),
+                    **settings,
+                )
+            except KafkaTimeoutError:
+                why = refusal(logged.errors, security)
+                if why:
+                    raise UserError(f"{bootstrap_servers}: {why}") from None
+                if time.monotonic() >= deadline:
+                    raise UserError(
+                        f"no Kafka broker reachable at {bootstrap_servers} after {timeout_s:.0f}s "
+                        "(start one with: scripts/kafka-local start)"
+                    ) from None
+                logged.errors.clear()
+    finally:
+        kafka_log.removeHandler(logged)
+        kafka_log.setLevel(level)
+        kafka_log.propagate = propagate
