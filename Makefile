@@ -2,9 +2,21 @@
 # Both create .venv, install the pinned requirements and fetch the JVM jars once (cached in ~).
 
 PYTHON ?= python3
-VENV := .venv
+# The default stack is the Spark 4.1 line; the seed's 3.5 line has an environment of its own:
+# `make test SPARK_LINE=3.5` (and `make demo SPARK_LINE=3.5`).
+SPARK_LINE ?= 4.1
+ifeq ($(SPARK_LINE),4.1)
+VENV ?= .venv
+else ifeq ($(SPARK_LINE),3.5)
+VENV ?= .venv-spark3.5
+LINE_PINS := requirements-spark3.5.txt
+else
+$(error SPARK_LINE is 4.1 (default) or 3.5)
+endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# What `make test` also runs on the 3.5 line: the tests through a real broker and spark-submit.
+SEED_LINE_TESTS := tests/test_consumer.py tests/test_faults.py tests/test_secure.py
 
 .PHONY: demo test lint deps bench clean
 
@@ -15,6 +27,9 @@ test: deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
+	$(MAKE) test SPARK_LINE=3.5 PYTEST_ARGS="$(SEED_LINE_TESTS)"
+endif
 
 bench: deps
 	$(PY) bench/run.py
@@ -27,14 +42,17 @@ deps: $(STAMP)
 	$(PY) -m ventas.jars
 
 # After `source .venv/bin/activate`, Spark logs quietly through conf/log4j2.properties.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-spark3.5.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# requirements.txt and requirements-dev.txt, with the pins of the Spark line's own file in place of theirs
+	sed -n 's/^\([A-Za-z0-9_.-]*==\).*/\1/p' /dev/null $(LINE_PINS) > $(VENV)/replaced-pins
+	grep -hvF -f $(VENV)/replaced-pins requirements.txt requirements-dev.txt | cat - $(LINE_PINS) > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
 	grep -q SPARK_CONF_DIR $(VENV)/bin/activate || \
 		echo 'export SPARK_CONF_DIR="$(CURDIR)/conf"' >> $(VENV)/bin/activate
 	touch $(STAMP)
 
 clean:
 	-scripts/kafka-local stop
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .venv-spark3.5 .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,8 @@
 """Running total sales per product from the `ventas-events` Kafka topic (Spark Structured Streaming).
 
-    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.12:<pyspark version> consumer.py
+    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:<pyspark version> consumer.py
+
+(`_2.12` with pyspark 3.5; `python -m ventas.jars --print-package` prints the one to use.)
 
 Each record is parsed with the schema of schemas.py, its `products` exploded, and
 `cantidad * price` summed per product name, exactly (decimal). The totals are kept by Spark in

@@ -4,6 +4,7 @@ test, and a small local SparkSession for the transformation's unit tests."""
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -45,6 +46,9 @@ def topic(kafka_bootstrap: str) -> str:
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession
+
+    # Python workers (createDataFrame from Python rows) run this interpreter, not whatever `python3` is.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     session = (
         SparkSession.builder.master("local[2]")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ventas.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
-from ventas.jars import CACHE_HOME, spark_kafka_package
+from ventas.jars import CACHE_HOME, spark_kafka_package, spark_scala_and_version
 from ventas.processes import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -67,7 +67,11 @@ def test_services_and_images(compose: dict) -> None:
     assert set(services) == {"kafka", "kafka-init", "producer", "spark-master", "spark-worker", "consumer"}
     assert services["kafka"]["image"] == "apache/kafka:4.0.0"
     assert services["kafka-init"]["image"] == "apache/kafka:4.0.0"
-    spark_image = f"spark:{pyspark.__version__}-scala2.12-java17-python3-ubuntu"
+    # The official image's tag of exactly the driver's pyspark (the Dockerfile installs requirements.txt).
+    pinned = re.search(r"^pyspark==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)[1]
+    assert pinned == pyspark.__version__
+    scala, _ = spark_scala_and_version()
+    spark_image = f"spark:{pinned}-scala{scala}-java17-python3-ubuntu"
     assert services["spark-master"]["image"] == services["spark-worker"]["image"] == spark_image
     assert services["producer"]["build"] == services["consumer"]["build"] == "."
 

@@ -63,8 +63,31 @@ def test_the_seed_sample_alone(kafka_bootstrap: str, topic: str, tmp_path: Path)
     send_values(kafka_bootstrap, topic, [SEED_SAMPLE])
     result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
     assert result.returncode == 0, result.stderr
+    assert ":: resolving dependencies ::" not in result.stdout + result.stderr  # no Ivy: --jars
     assert printed_tables(result.stdout)[-1] == {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00")}
     assert "|Smartwatch|4203.00    |" in result.stdout
+
+
+def test_the_readmes_packages_command_works_as_written(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    """`spark-submit --packages <connector> consumer.py`, as the README and the seed write it: Ivy
+    resolves it from what `make deps` put into ~/.m2/repository."""
+    import sys
+
+    from ventas.jars import spark_kafka_package
+    from ventas.processes import ROOT
+
+    send_values(kafka_bootstrap, topic, [SEED_SAMPLE])
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    command = [str(spark_submit), "--packages", spark_kafka_package(), str(ROOT / "consumer.py")]
+    result = subprocess.run(
+        [*command, *consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now")],
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert printed_tables(result.stdout)[-1] == {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00")}
 
 
 def test_garbage_is_counted_and_kept_and_never_reaches_the_totals(
