@@ -17,6 +17,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # What `make test` also runs on the 3.5 line: the tests through a real broker and spark-submit.
 SEED_LINE_TESTS := tests/test_consumer.py tests/test_faults.py tests/test_secure.py
+# The 3.5 line's environment, whatever PYTHON and VENV the default line was given (its NumPy 1 has no
+# wheel for Python 3.13).
+SEED_LINE := $(MAKE) SPARK_LINE=3.5 VENV=.venv-spark3.5 PYTHON=python3
 
 .PHONY: demo test lint deps bench clean
 
@@ -24,14 +27,19 @@ demo: deps
 	$(PY) scripts/demo.py
 
 test: deps
+ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
+	$(SEED_LINE) deps
+endif
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
-	$(MAKE) test SPARK_LINE=3.5 PYTEST_ARGS="$(SEED_LINE_TESTS)"
+	$(SEED_LINE) test PYTEST_ARGS="$(SEED_LINE_TESTS)"
 endif
 
+# Measures the 3.5 line's consumer beside the default's.
 bench: deps
+	$(SEED_LINE) deps
 	$(PY) bench/run.py
 
 lint: $(STAMP)
@@ -41,11 +49,11 @@ lint: $(STAMP)
 deps: $(STAMP)
 	$(PY) -m ventas.jars
 
+# requirements.txt and requirements-dev.txt, with the pins of the Spark line's own file in place of theirs.
 # After `source .venv/bin/activate`, Spark logs quietly through conf/log4j2.properties.
 $(STAMP): requirements.txt requirements-spark3.5.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# requirements.txt and requirements-dev.txt, with the pins of the Spark line's own file in place of theirs
 	sed -n 's/^\([A-Za-z0-9_.-]*==\).*/\1/p' /dev/null $(LINE_PINS) > $(VENV)/replaced-pins
 	grep -hvF -f $(VENV)/replaced-pins requirements.txt requirements-dev.txt | cat - $(LINE_PINS) > $(VENV)/requirements.txt
 	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt

@@ -36,9 +36,17 @@ from ventas.config import Parser  # noqa: E402
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
 from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
 from ventas.orders import OrderGenerator  # noqa: E402
-from ventas.processes import pipeline_env, producer_command, spark_submit_command, start, stop  # noqa: E402
+from ventas.processes import (  # noqa: E402
+    line_env,
+    pipeline_env,
+    producer_command,
+    spark_submit_command,
+    start,
+    stop,
+)
 
 BENCH = ROOT / "bench"
+SEED_LINE_PYTHON = ROOT / ".venv-spark3.5" / "bin" / "python"
 LINGER_MS, BATCH_SIZE = KAFKA_SETTINGS["linger_ms"], KAFKA_SETTINGS["batch_size"]
 PRODUCER_SETTINGS = {  # batching tried for the sending path, on top of producer.py's settings; the first is its own
     f"linger {LINGER_MS} ms, batch {BATCH_SIZE // 1024} KiB": {},
@@ -242,10 +250,16 @@ BATCH_LINE = re.compile(r"totals batch (\d+): (\d+) records in (\d+) ms")
 
 
 def consumer_run(
-    broker: LocalBroker, topic: str, extra: list[str], until_records: int, peaks: list[float], timeout_s: float = 900
+    broker: LocalBroker,
+    topic: str,
+    extra: list[str],
+    until_records: int,
+    peaks: list[float],
+    timeout_s: float = 900,
+    python: Path | None = None,
 ) -> list[tuple[int, int]]:
     """Run our consumer on a fresh checkpoint until it has processed `until_records`; the
-    (records, ms) of each non-empty totals batch."""
+    (records, ms) of each non-empty totals batch. `python`: another Spark line's interpreter."""
     with tempfile.TemporaryDirectory() as state:
         command = spark_submit_command(
             [
@@ -260,9 +274,11 @@ def consumer_run(
                 "--rejected-path",
                 f"{state}/rejected",
                 *extra,
-            ]
+            ],
+            python=python,
         )
-        process = start(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = line_env(python) if python else None
+        process = start(command, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         rss = PeakRss(process.pid)
         watchdog = threading.Timer(timeout_s, stop, [process])  # a run that never gets there ends anyway
         watchdog.start()
@@ -280,12 +296,12 @@ def consumer_run(
     return batches
 
 
-def batch_ceiling(broker: LocalBroker, topic: str) -> float:
+def batch_ceiling(broker: LocalBroker, topic: str, python: Path | None = None) -> float:
     result = subprocess.run(
-        spark_submit_command([broker.bootstrap, topic], BENCH / "batch_ceiling.py"),
+        spark_submit_command([broker.bootstrap, topic], BENCH / "batch_ceiling.py", python),
         capture_output=True,
         text=True,
-        env=pipeline_env(),
+        env=pipeline_env(line_env(python) if python else None),
         check=True,
     )
     match = re.search(r"ceiling: (\d+) records in ([\d.]+) s", result.stdout)
@@ -296,8 +312,8 @@ def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
     topic = fill_backlog(broker, args.backlog)
     peaks: list[float] = []
 
-    def available_now() -> float:
-        batches = consumer_run(broker, topic, ["--available-now"], args.backlog, peaks)
+    def available_now(python: Path | None = None) -> float:
+        batches = consumer_run(broker, topic, ["--available-now"], args.backlog, peaks, python=python)
         return sum(r for r, _ in batches) / (sum(ms for _, ms in batches) / 1000)
 
     def streaming() -> float:
@@ -311,13 +327,26 @@ def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
         )
         return statistics.median(r / (ms / 1000) for r, ms in batches)
 
+    seed_line = args.seed_line_python
     return {
         "backlog_orders": args.backlog,
         **repeated("orders_per_s", args.repeat, available_now),
         **repeated("streaming_orders_per_s", args.repeat, streaming),
         **repeated("batch_ceiling_orders_per_s", args.repeat, lambda: batch_ceiling(broker, topic)),
         "peak_rss_mb": max(peaks),
+        "seed_line": seed_line
+        and {  # the same backlog through the Spark 3.5 line's spark-submit and connector
+            "pyspark": spark_version(seed_line),
+            **repeated("orders_per_s", args.repeat, lambda: available_now(seed_line)),
+            **repeated("batch_ceiling_orders_per_s", args.repeat, lambda: batch_ceiling(broker, topic, seed_line)),
+        },
     }
+
+
+def spark_version(python: Path) -> str:
+    return subprocess.run(
+        [python, "-c", "import pyspark; print(pyspark.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 # ---------------------------------------------------------------- 3. end-to-end latency
@@ -478,6 +507,27 @@ def fmt(figures: dict, name: str) -> str:
     return f"{figures[name]:,.0f} ({spread['min']:,.0f} to {spread['max']:,.0f})"
 
 
+def seed_line_rows(consumer: dict) -> list[str]:
+    """The consumer's figures on the seed's Spark line, beside the default's, from the same backlog."""
+    seed = consumer["seed_line"]
+    if not seed:
+        return ["The seed's Spark 3.5 line was not measured (no `.venv-spark3.5`: `make deps SPARK_LINE=3.5`).", ""]
+    return [
+        f"Spark lines, same backlog: pyspark {seed['pyspark']} beside the default above.",
+        "",
+        f"| run | pyspark {seed['pyspark']} | default | default / {seed['pyspark']} |",
+        "|---|---|---|---|",
+        *[
+            f"| {label} | {fmt(seed, name)} | {fmt(consumer, name)} | {ratio(consumer[name], seed[name])} |"
+            for label, name in (
+                ("`consumer.py --available-now`", "orders_per_s"),
+                ("batch ceiling", "batch_ceiling_orders_per_s"),
+            )
+        ],
+        "",
+    ]
+
+
 def markdown(results: dict) -> str:
     p, c, lat, m = results["producer"], results["consumer"], results["latency"], results["machine"]
     lines = [
@@ -516,6 +566,7 @@ def markdown(results: dict) -> str:
         "",
         f"- consumer / batch ceiling: **{results['ratios']['consumer_vs_ceiling']}** (target >= 0.7)",
         "",
+        *seed_line_rows(c),
         "## End-to-end latency (broker acknowledgement -> first printed table listing the order)",
         "",
         "| rate (orders/s) | load achieved, ours / naive (orders/s) | ran first | ours p50 / p95 / max (s) | "
@@ -556,6 +607,13 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=60.0, help="at most this long to wait for the last markers")
     parser.add_argument("--output", type=Path, default=BENCH / "results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--seed-line-python",
+        type=Path,
+        default=SEED_LINE_PYTHON if SEED_LINE_PYTHON.exists() else None,
+        help="interpreter of the Spark 3.5 line's environment, measured beside the default "
+        "(default: .venv-spark3.5/bin/python when it exists)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the broker below is stopped, by PID
 

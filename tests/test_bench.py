@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import SEED_LINE_PYTHON
 from ventas.processes import ROOT, pipeline_env
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,10 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
         ("consumer", "batch_ceiling_orders_per_s"),
     ]:
         assert figures[section][key] > 0, (section, key)
+    if SEED_LINE_PYTHON.exists():  # `make test` builds it first
+        seed_line = figures["consumer"]["seed_line"]
+        assert seed_line["pyspark"].startswith("3.5.")
+        assert seed_line["orders_per_s"] > 0 and seed_line["batch_ceiling_orders_per_s"] > 0
     for consumer in ("ours", "naive"):
         latency = figures["latency"]["100"][consumer]
         assert latency["markers"] >= 1 and 0 < latency["p50_s"] <= latency["p95_s"] <= latency["max_s"]

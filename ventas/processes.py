@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ventas.config import UserError
 from ventas.jars import spark_kafka_jars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +31,26 @@ def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spark_submit_command(args: Sequence[str], script: Path = ROOT / "consumer.py") -> list[str]:
+def spark_submit_command(
+    args: Sequence[str], script: Path = ROOT / "consumer.py", python: Path | None = None
+) -> list[str]:
     """`spark-submit --jars <connector jars> consumer.py ARGS` with the installed pyspark's spark-submit:
-    the jars `make deps` cached, so no Ivy resolution (nor its report) at every start."""
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    jars = ",".join(map(str, spark_kafka_jars()))
-    return [str(spark_submit), "--jars", jars, str(script), *args]
+    the jars `make deps` cached, so no Ivy resolution (nor its report) at every start. `python`: the
+    interpreter of another environment (the seed's Spark line), whose spark-submit and jars are used;
+    run the command with line_env(python)."""
+    if python is None:
+        python, jars = Path(sys.executable), ",".join(map(str, spark_kafka_jars()))
+    else:
+        listed = subprocess.run([python, "-m", "ventas.jars", "--print-jars"], capture_output=True, text=True)
+        if listed.returncode != 0:
+            raise UserError(f"{python} -m ventas.jars failed: {listed.stderr.strip()}")
+        jars = listed.stdout.strip()
+    return [str(python.parent / "spark-submit"), "--jars", jars, str(script), *args]
+
+
+def line_env(python: Path) -> dict[str, str]:
+    """The environment for spark_submit_command(..., python): its driver runs that interpreter."""
+    return {"PYSPARK_PYTHON": str(python)}
 
 
 def producer_command(bootstrap_servers: str, topic: str, *args: str) -> list[str]:
@@ -51,9 +66,9 @@ def producer_command(bootstrap_servers: str, topic: str, *args: str) -> list[str
     ]
 
 
-def start(command: Sequence[str], **kwargs) -> subprocess.Popen:
+def start(command: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     """Start a command in its own process group, so that it can be signalled as a whole."""
-    return subprocess.Popen(list(command), env=pipeline_env(), start_new_session=True, **kwargs)
+    return subprocess.Popen(list(command), env=pipeline_env(env), start_new_session=True, **kwargs)
 
 
 def signal_group(process: subprocess.Popen, signum: int) -> None:
