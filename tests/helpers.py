@@ -131,10 +131,9 @@ def printed_lines(result: CompletedProcess) -> list[str]:
 
 def driver_output(result: CompletedProcess) -> list[str]:
     """The lines the consumer itself printed through spark-submit, which sends the Python driver's stdout
-    and stderr to its stdout. Only Ivy's report of `--packages` comes from spark-submit: its first line on
-    stdout, the rest on stderr."""
+    and stderr to its stdout (run with --jars, spark-submit adds nothing of its own)."""
     assert "consumer.py" not in result.stderr and "Traceback" not in result.stderr
-    return [line for line in result.stdout.splitlines() if not line.startswith(":: loading settings :: ")]
+    return result.stdout.splitlines()
 
 
 def start_consumer(args: list[str], out: Path) -> subprocess.Popen:

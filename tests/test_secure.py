@@ -78,11 +78,13 @@ def records_in_topic(broker: LocalBroker, topic: str) -> int:
 
 
 def produce(
-    bootstrap: str, topic: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    bootstrap: str, topic: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None, connect_timeout: int = 30
 ) -> subprocess.CompletedProcess:
     summary = tmp_path / "summary.json"
     return run_producer(
-        *producer_args(bootstrap, topic, summary, count=200, rate=0, seed=81), "--connect-timeout", "5", *args, env=env
+        *producer_args(bootstrap, topic, summary, count=200, rate=0, seed=81),
+        *("--connect-timeout", str(connect_timeout), *args),
+        env=env,
     )
 
 
@@ -122,9 +124,19 @@ def test_the_same_settings_from_the_environment_with_scram_sha_256(
     assert_no_secret(secure_broker, *outputs(produced))
 
 
-def refused(broker: LocalBroker, topic: str, tmp_path: Path, env: dict[str, str], expected: str, listener: str) -> None:
+def refused(
+    broker: LocalBroker,
+    topic: str,
+    tmp_path: Path,
+    env: dict[str, str],
+    expected: str,
+    listener: str,
+    connect_timeout: int = 30,
+) -> None:
+    """Producer and consumer each fail in one line saying `expected`; a refusal is reported as soon as
+    the broker refuses, long before `connect_timeout`."""
     bootstrap = broker.listener_bootstrap(listener)
-    produced = produce(bootstrap, topic, tmp_path, env=env)
+    produced = produce(bootstrap, topic, tmp_path, env=env, connect_timeout=connect_timeout)
     assert produced.returncode != 0
     errors = [line for line in produced.stderr.splitlines() if line.startswith("producer.py: error:")]
     assert len(errors) == 1 and expected in errors[0], produced.stderr
@@ -135,17 +147,19 @@ def refused(broker: LocalBroker, topic: str, tmp_path: Path, env: dict[str, str]
     )
 
     consumed = run_consumer(
-        *consumer_args(bootstrap, topic, tmp_path, "--available-now", "--connect-timeout", "5"), env=env
+        *consumer_args(bootstrap, topic, tmp_path, "--available-now", "--connect-timeout", str(connect_timeout)),
+        env=env,
     )
     assert consumed.returncode != 0
-    assert any(line.startswith("consumer.py: error:") and expected in line for line in printed_lines(consumed))
+    lines = printed_lines(consumed)
+    assert any(line.startswith("consumer.py: error:") and expected in line for line in lines), lines[-20:]
     assert records_in_topic(broker, topic) == 0
     assert_no_secret(broker, *outputs(produced, consumed))
 
 
 def test_no_credentials_are_refused(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:
     env = {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
-    refused(secure_broker, topic, tmp_path, env, "no Kafka broker reachable", "SASL_SSL")
+    refused(secure_broker, topic, tmp_path, env, "no Kafka broker reachable", "SASL_SSL", connect_timeout=5)
 
 
 def test_a_wrong_password_is_refused(secure_broker: LocalBroker, topic: str, tmp_path: Path) -> None:

@@ -24,11 +24,12 @@ from ventas import secure_broker
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, positive_int
 from ventas.jars import ensure_kafka_libs
 from ventas.secure_broker import STRANGER, WRITER
-from ventas.security import BOOTSTRAP_ATTEMPT_S, KafkaSecurity, connect
+from ventas.security import KafkaSecurity, connect
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 STATE_FILE = "broker.json"
+READY_POLL_S = 2.0  # how often a starting broker is checked for having exited
 
 LOG4J2_PROPERTIES = """\
 status = error
@@ -227,7 +228,7 @@ class LocalBroker:
             if process.poll() is not None:
                 raise UserError(f"the Kafka broker exited with code {process.returncode}: see {self.log_file}")
             try:
-                connect(KafkaAdminClient, self.admin_bootstrap, KafkaSecurity(), BOOTSTRAP_ATTEMPT_S).close()
+                connect(KafkaAdminClient, self.admin_bootstrap, KafkaSecurity(), READY_POLL_S).close()
                 return
             except UserError:  # not listening yet
                 continue
