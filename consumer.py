@@ -311,14 +311,14 @@ def _snapshot_path(checkpoint_location: str) -> Path | None:
     return local / "latest-totals.json" if local else None
 
 
-def latest_totals(checkpoint_location: str) -> tuple[int, str, dict[str, Decimal]] | None:
-    """The last table printed from this checkpoint (batch id, when, totals), or None: a restart with
+def latest_totals(checkpoint_location: str) -> tuple[int, dict[str, Decimal], str] | None:
+    """The last table printed from this checkpoint (batch id, totals, when), or None: a restart with
     nothing new to read shows it, on the console and on the dashboard."""
     snapshot = _snapshot_path(checkpoint_location)
     if not snapshot or not snapshot.exists():
         return None
     latest = json.loads(snapshot.read_text())
-    return latest["batch_id"], latest["written_at"], {name: Decimal(t) for name, t in latest["totals"].items()}
+    return latest["batch_id"], {name: Decimal(t) for name, t in latest["totals"].items()}, latest["written_at"]
 
 
 class TotalsPrinter:
@@ -354,7 +354,7 @@ class TotalsPrinter:
 
     def print_latest(self) -> None:
         """Print the stored table (when no batch ran in this process)."""
-        batch_id, _, totals = latest_totals(self.checkpoint_location) or (0, None, {})
+        batch_id, totals, _ = latest_totals(self.checkpoint_location) or (0, {}, None)
         print(format_batch(batch_id, totals), flush=True)
 
 
