@@ -33,7 +33,7 @@ function agoText() {
   const seconds = Math.max(0, Math.round((Date.now() - Date.parse(lastBatchTime)) / 1000));
   byId("batch-time").title = new Date(lastBatchTime).toString();
   byId("batch-time").textContent = clock(lastBatchTime);
-  byId("batch-ago").textContent = `${seconds} s ago`;
+  byId("batch-ago").textContent = ` · ${seconds} s ago`;
 }
 
 function productRow(product) {
