@@ -63,7 +63,6 @@ def test_products_are_highest_first_with_exact_totals_as_strings() -> None:
 
 def test_stream_health_comes_from_the_kafka_sources_progress() -> None:
     assert stream_view(PROGRESS) == {
-        "batch": 7,
         "rows": 250,
         "input_rows_per_s": 124.5,
         "processed_rows_per_s": 980.4,

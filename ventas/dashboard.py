@@ -110,7 +110,6 @@ def stream_view(progress: Mapping[str, Any]) -> dict[str, Any]:
         return None if value is None else float(value)
 
     return {
-        "batch": progress.get("batchId"),
         "rows": progress.get("numInputRows", 0),
         "input_rows_per_s": progress.get("inputRowsPerSecond"),
         "processed_rows_per_s": progress.get("processedRowsPerSecond"),

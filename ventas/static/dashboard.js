@@ -72,6 +72,7 @@ function render(view) {
   byId("processed-rate").textContent = rate(stream.processed_rows_per_s);
   byId("behind").textContent = behind(stream.offsets_behind);
   byId("batch-rows").textContent = stream.rows === undefined ? "–" : grouped(stream.rows);
+  byId("stream-at").textContent = stream.at ? ` (the last one at ${clock(stream.at)})` : "";
 }
 
 function status(state, text) {
