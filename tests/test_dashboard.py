@@ -83,6 +83,7 @@ def test_the_state_counts_orders_and_rejects_once_a_batchs_progress_arrives() ->
     state.batch_read(4, 5)  # a batch without rejects
     view = json.loads(state.snapshot()[1])
     assert (view["orders"], view["rejected"], view["grand_total"], view["batch"]) == (13, 2, "2000.10", 3)
+    assert view["batch_time"] == "2025-05-12T15:33:35.000+00:00"
     state.show_progress(PROGRESS)
     state.show_idle()
     assert json.loads(state.snapshot()[1])["stream"]["offsets_behind"] == {"avg": 0, "max": 0, "min": 0}

@@ -155,9 +155,11 @@ class DashboardState:
 
     def show_totals(self, batch_id: int, totals: Mapping[str, Decimal], batch_time: str | None = None) -> None:
         """A totals table, as printed after micro-batch `batch_id` (or stored in the checkpoint)."""
+        # Milliseconds at most: not every browser's Date reads Python's microseconds.
+        when = datetime.fromisoformat(batch_time) if batch_time else datetime.now(UTC)
         self._update(
             batch=batch_id,
-            batch_time=batch_time or _now(),
+            batch_time=when.isoformat(timespec="milliseconds"),
             products=products_view(totals),
             grand_total=f"{sum(totals.values(), Decimal('0.00')):f}",
         )
