@@ -106,6 +106,7 @@ def test_the_server_serves_the_page_and_its_data_and_takes_no_input() -> None:
         status, headers, page = get(address, "/")
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert "script-src 'self'" in headers["Content-Security-Policy"] and b"<script src=" in page
+        assert headers["Server"] == "ventas-dashboard"
         assert b"http" not in page.replace(b"http-equiv", b"")  # nothing from another site
         status, _, data = get(address, "/data.json")
         assert json.loads(data)["products"] == [{"name": HOSTILE, "total": "11.00", "share": 1.0}]

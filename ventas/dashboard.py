@@ -217,6 +217,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
+    def version_string(self) -> str:
+        return "ventas-dashboard"  # not the Python version
+
     def do_HEAD(self) -> None:
         self._answer(body=False)
 
