@@ -63,6 +63,7 @@ from ventas.config import (
     setup_logging,
     true_or_false,
 )
+from ventas.dashboard import DashboardState, add_dashboard_arguments, serving
 from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, connect, load_security
 from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 from ventas.table import format_batch
@@ -261,6 +262,7 @@ def build_parser() -> Parser:
         help="stop when offsets not yet processed were deleted from Kafka (retention) "
         "(env FAIL_ON_DATA_LOSS; default %(default)s)",
     )
+    add_dashboard_arguments(parser)
     return parser
 
 
@@ -316,55 +318,73 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: 
         client.close()
 
 
+def _snapshot_path(checkpoint_location: str) -> Path | None:
+    local = _local_path(checkpoint_location)
+    return local / "latest-totals.json" if local else None
+
+
+def latest_totals(checkpoint_location: str) -> tuple[int, dict[str, Decimal], str] | None:
+    """The last table printed from this checkpoint (batch id, totals, when), or None: a restart with
+    nothing new to read shows it, on the console and on the dashboard."""
+    snapshot = _snapshot_path(checkpoint_location)
+    if not snapshot or not snapshot.exists():
+        return None
+    latest = json.loads(snapshot.read_text())
+    return latest["batch_id"], {name: Decimal(t) for name, t in latest["totals"].items()}, latest["written_at"]
+
+
 class TotalsPrinter:
-    """foreachBatch sink of the complete-mode totals: prints the table and keeps the latest one in
-    `<checkpoint>/latest-totals.json`, so a restart with nothing new to read can still show it.
+    """foreachBatch sink of the complete-mode totals: prints the table, shows it on the dashboard and
+    keeps the latest one in `<checkpoint>/latest-totals.json`.
 
     Like every foreachBatch function here it lets any exception through: returning normally tells
     Spark the batch is complete, and Spark then records it as committed. Collecting the batch is
     also what runs the aggregation that writes the batch's state."""
 
-    def __init__(self, checkpoint_location: str) -> None:
-        local = _local_path(checkpoint_location)
-        self.snapshot = local / "latest-totals.json" if local else None
+    def __init__(self, checkpoint_location: str, dashboard: DashboardState | None) -> None:
+        self.checkpoint_location = checkpoint_location
+        self.snapshot = _snapshot_path(checkpoint_location)
+        self.dashboard = dashboard
         self.last_batch: int | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
         print(format_batch(batch_id, totals), flush=True)
+        written_at = datetime.now(UTC).isoformat()
         if self.snapshot:
             content = {
                 "batch_id": batch_id,
-                "written_at": datetime.now(UTC).isoformat(),
+                "written_at": written_at,
                 "totals": {name: str(total) for name, total in totals.items()},
             }
             staging = self.snapshot.with_suffix(".tmp")
             staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
             staging.replace(self.snapshot)
+        if self.dashboard:
+            self.dashboard.show_totals(batch_id, totals, written_at)
         self.last_batch = batch_id
 
     def print_latest(self) -> None:
         """Print the stored table (when no batch ran in this process)."""
-        if self.snapshot and self.snapshot.exists():
-            latest = json.loads(self.snapshot.read_text())
-            totals = {name: Decimal(total) for name, total in latest["totals"].items()}
-            print(format_batch(latest["batch_id"], totals), flush=True)
-        else:
-            print(format_batch(0, {}), flush=True)
+        batch_id, totals, _ = latest_totals(self.checkpoint_location) or (0, {}, None)
+        print(format_batch(batch_id, totals), flush=True)
 
 
 class RejectedWriter:
     """foreachBatch sink of rejected records: JSON lines under `<path>/batch_id=N` (rewritten, not
     appended, if Spark replays the batch), with a count printed for every batch that has any."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, dashboard: DashboardState | None) -> None:
         self.path = path.rstrip("/")
+        self.dashboard = dashboard
         self.total = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
             count = batch.count()
+            if self.dashboard:
+                self.dashboard.rejected_in_batch(batch_id, count)
             if count:
                 batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
                 self.total += count
@@ -419,11 +439,13 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         raise
 
 
-def start_queries(spark: SparkSession, args: argparse.Namespace) -> tuple[TotalsPrinter, list[StreamingQuery]]:
+def start_queries(
+    spark: SparkSession, args: argparse.Namespace, dashboard: DashboardState | None
+) -> tuple[TotalsPrinter, list[StreamingQuery]]:
     """The totals query (complete mode) and the rejected-records query, on one parsed stream."""
     parsed = parse_orders(kafka_stream(spark, args))
     trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
-    printer = TotalsPrinter(args.checkpoint_location)
+    printer = TotalsPrinter(args.checkpoint_location, dashboard)
     totals_query = (
         sales_totals(parsed)
         .writeStream.outputMode("complete")
@@ -436,7 +458,7 @@ def start_queries(spark: SparkSession, args: argparse.Namespace) -> tuple[Totals
     rejected_query = (
         rejected_records(parsed)
         .writeStream.outputMode("append")
-        .foreachBatch(RejectedWriter(args.rejected_path))
+        .foreachBatch(RejectedWriter(args.rejected_path, dashboard))
         .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
         .queryName("rejected")
         .trigger(**trigger)
@@ -466,25 +488,35 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
     return f"the streaming query failed: {cause}"
 
 
-class ProgressLogger(StreamingQueryListener):
-    """One INFO line per finished micro-batch of each query: records read, time taken, throughput."""
+class ProgressListener(StreamingQueryListener):
+    """Each finished micro-batch of each query: one INFO line (records read, time taken, throughput),
+    and to the dashboard, the totals query's progress and the records each batch counted."""
+
+    def __init__(self, dashboard: DashboardState | None) -> None:
+        self.dashboard = dashboard
+        self.names: dict[object, str] = {}  # query id -> name: an idle event carries the id alone
 
     def onQueryStarted(self, event) -> None:
-        pass
+        self.names[event.id] = event.name
 
     def onQueryProgress(self, event) -> None:
-        progress = event.progress
+        progress = json.loads(event.progress.json)  # the shape of query.lastProgress, in every Spark version
         log.info(
             "%s batch %d: %d records in %d ms (%.0f records/s)",
-            progress.name,
-            progress.batchId,
-            progress.numInputRows,
-            progress.durationMs.get("triggerExecution", 0),
-            progress.processedRowsPerSecond or 0.0,
+            progress["name"],
+            progress["batchId"],
+            progress["numInputRows"],
+            progress["durationMs"].get("triggerExecution", 0),
+            progress.get("processedRowsPerSecond") or 0.0,
         )
+        if self.dashboard and progress["name"] == "totals":
+            self.dashboard.show_progress(progress)
+        elif self.dashboard and progress["name"] == "rejected":  # it reads every record, valid or not
+            self.dashboard.batch_read(progress["batchId"], progress["numInputRows"])
 
     def onQueryIdle(self, event) -> None:
-        pass
+        if self.dashboard and self.names.get(event.id) == "totals":
+            self.dashboard.show_idle()
 
     def onQueryTerminated(self, event) -> None:
         pass
@@ -563,15 +595,16 @@ def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopR
         time.sleep(0.05)
 
 
-def run(args: argparse.Namespace, stop: StopRequest) -> None:
-    """Run both queries until they end (--available-now), fail, or a stop signal arrives."""
+def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState | None) -> None:
+    """Run both queries until they end (--available-now), fail, or a stop signal arrives; keep the
+    dashboard, if it is served, up to date."""
     spark = create_session()
     stop.install()  # again: SparkContext installs a SIGINT handler of its own
     try:
         with stop_signals_left_to_the_driver(spark, stop):
-            if log.isEnabledFor(logging.INFO):
-                spark.streams.addListener(ProgressLogger())
-            printer, queries = start_queries(spark, args)
+            if dashboard or log.isEnabledFor(logging.INFO):
+                spark.streams.addListener(ProgressListener(dashboard))
+            printer, queries = start_queries(spark, args, dashboard)
             while not stop.requested.is_set() and any(q.isActive for q in queries):
                 for query in queries:
                     try:
@@ -626,7 +659,11 @@ def main(argv: list[str] | None = None) -> None:
         if stop.requested.is_set():
             say("consumer: stopped before the query started")
         else:
-            run(args, stop)
+            dashboard = DashboardState(args.topic)
+            if latest := latest_totals(args.checkpoint_location):
+                dashboard.show_totals(*latest)
+            with serving(dashboard, args.dashboard_host, args.dashboard_port) as address:
+                run(args, stop, dashboard if address else None)
     except UserError as error:
         fail(parser.prog, error)
     except Py4JError:  # the JVM is gone: a stop signal reached it while its handlers were its own

@@ -2,8 +2,9 @@
 
 Starts the local Kafka broker (unless one already runs on KAFKA_PORT), creates the topic, then
 runs producer.py and consumer.py (through spark-submit) side by side; the consumer's table
-refreshes after every micro-batch. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops all three,
-the broker only if the demo started it; a second one passes "stop at once" on.
+refreshes after every micro-batch, and so does its dashboard page (its address is the second line).
+Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops all three, the broker only if the demo started
+it; a second one passes "stop at once" on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ventas.config import DEFAULT_TOPIC, Parser, UserError, env, fail, non_negative_float, positive_int
+from ventas.dashboard import add_dashboard_arguments, url
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
 from ventas.processes import producer_command, spark_submit_command, start, stop_all
 from ventas.signals import StopRequest, say
@@ -34,6 +36,7 @@ def main() -> None:
         default=env("PRODUCER_RATE", "10"),
         help="orders per second (env PRODUCER_RATE; default %(default)s)",
     )
+    add_dashboard_arguments(parser)
     args = parser.parse_args()
     broker = LocalBroker(args.port, default_data_dir(args.port))
     stop = StopRequest()  # Ctrl-C, SIGTERM, or SIGHUP when the terminal is closed
@@ -46,7 +49,12 @@ def main() -> None:
         f"demo: Kafka broker at {broker.bootstrap} ({'started' if started_broker else 'already running'}); "
         "Ctrl-C stops everything"
     )
+    if args.dashboard_port:
+        say(f"demo: dashboard at {url(args.dashboard_host, args.dashboard_port)} (live totals, in a browser)")
+    else:
+        say("demo: dashboard off (--dashboard-port 0)")
     kafka = ["--bootstrap-servers", broker.bootstrap, "--topic", args.topic]
+    dashboard = ["--dashboard-port", str(args.dashboard_port), "--dashboard-host", args.dashboard_host]
     processes = {}
     ended = {}
     try:
@@ -54,7 +62,7 @@ def main() -> None:
             processes["producer"] = start(
                 producer_command(broker.bootstrap, args.topic, "--rate", str(args.rate), "--log-level", "INFO")
             )
-            processes["consumer"] = start(spark_submit_command(kafka))
+            processes["consumer"] = start(spark_submit_command(kafka + dashboard))
         while not stop.requested.is_set() and not ended:
             stop.requested.wait(0.5)
             ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}

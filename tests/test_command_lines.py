@@ -15,6 +15,10 @@ from ventas.processes import ROOT, pipeline_env
     [
         (["producer.py", "--rate", "soon"], "producer.py: error: argument --rate: not a number: 'soon'"),
         (["consumer.py", "--no-such-flag"], "consumer.py: error: unrecognized arguments: --no-such-flag"),
+        (
+            ["consumer.py", "--dashboard-port", "80800"],
+            "consumer.py: error: argument --dashboard-port: not a port number (0 to 65535): '80800'",
+        ),
         (["scripts/demo.py", "--port", "0"], "demo: error: argument --port: must be >= 1, got '0'"),
         (
             ["-m", "ventas.kafka_local", "restart"],

@@ -104,6 +104,16 @@ def test_environment_names_are_the_ones_the_code_reads(compose: dict) -> None:
     assert init[init.index("--topic") + 1] == DEFAULT_TOPIC
 
 
+def test_the_dashboard_is_published_on_the_hosts_loopback(compose: dict) -> None:
+    from ventas.dashboard import url
+
+    consumer = compose["services"]["consumer"]
+    port = consumer["environment"]["DASHBOARD_PORT"]
+    assert consumer["environment"]["DASHBOARD_HOST"] == "0.0.0.0"  # inside the container: reachable by the mapping
+    assert consumer["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert url("127.0.0.1", port) in (ROOT / "README.md").read_text()
+
+
 def test_nothing_starts_before_kafka_accepts_connections(compose: dict) -> None:
     services = compose["services"]
     assert "healthcheck" in services["kafka"] and "healthcheck" in services["spark-master"]

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
+from ventas.dashboard import url
 from ventas.kafka_local import LocalBroker, free_port
 from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
 
@@ -99,7 +101,13 @@ def test_stopped_at_random_moments_and_restarted_the_totals_stay_exact(
 def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path) -> None:
     """`make demo` three times on one machine state: stopped by Ctrl-C, by closing its terminal
     (SIGHUP), by a supervisor's SIGTERM. Each start continues the totals, each stop leaves no process."""
-    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "KAFKA_PORT": str(free_port()), "PRODUCER_RATE": "400"}
+    dashboard = url("127.0.0.1", free_port())
+    env = {
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "KAFKA_PORT": str(free_port()),
+        "PRODUCER_RATE": "400",
+        "DASHBOARD_PORT": dashboard.rsplit(":", 1)[1].strip("/"),
+    }
     previous: list[dict[str, Decimal]] = []
     for run, how in enumerate(("Ctrl-C", "terminal closed", "SIGTERM")):
         out = tmp_path / f"demo-{run}.txt"
@@ -110,6 +118,11 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
         )
         try:
             wait_for_table(out, terminal.process, timeout_s=300)
+            said = out.read_text().splitlines()
+            broker_line = next(i for i, line in enumerate(said) if line.startswith("demo: Kafka broker at "))
+            assert said[broker_line + 1] == f"demo: dashboard at {dashboard} (live totals, in a browser)"
+            with urllib.request.urlopen(dashboard + "data.json", timeout=10) as page:
+                assert json.load(page)["products"], "the dashboard shows no totals"
             if run == 0:  # a second demo meanwhile, in another terminal: the broker is up, the checkpoint taken
                 second = subprocess.run(
                     ["make", "--no-print-directory", "demo"],

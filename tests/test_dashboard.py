@@ -1,0 +1,318 @@
+"""The live dashboard: its data and server on their own, then the page in a real browser (Debian's
+chromium through chromedriver, driven by selenium) while the real pipeline runs (local broker, real
+spark-submit), checked against the table the consumer prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import SEED_SAMPLE, consumer_args, printed_tables, send_values, start_consumer, wait_for_table
+from tests.test_transform import order
+from ventas.dashboard import DashboardState, products_view, serving, stream_view, url
+from ventas.kafka_local import free_port
+from ventas.processes import stop
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+PAGE_TIMEOUT_S = 90
+PLACEHOLDER = "\u2013"  # what the page shows before it has a value (an en dash)
+# A progress report of the totals query as Spark 3.5 and 4 write it (query.lastProgress, trimmed).
+PROGRESS = {
+    "name": "totals",
+    "batchId": 7,
+    "timestamp": "2025-05-12T15:33:35.000Z",
+    "numInputRows": 250,
+    "inputRowsPerSecond": 124.5,
+    "processedRowsPerSecond": 980.4,
+    "durationMs": {"triggerExecution": 255},
+    "sources": [
+        {
+            "description": "KafkaV2[Subscribe[ventas-events]]",
+            "numInputRows": 250,
+            "metrics": {"avgOffsetsBehindLatest": "1.5", "maxOffsetsBehindLatest": "3", "minOffsetsBehindLatest": "0"},
+        }
+    ],
+}
+
+
+# ---------------------------------------------------------------- the data, the server
+
+
+def test_products_are_highest_first_with_exact_totals_as_strings() -> None:
+    view = products_view({"Mouse": Decimal("29.97"), "Laptop": Decimal("6000.00"), "Cable": Decimal("29.97")})
+    assert view == [
+        {"name": "Laptop", "total": "6000.00", "share": 1.0},
+        {"name": "Cable", "total": "29.97", "share": pytest.approx(29.97 / 6000)},
+        {"name": "Mouse", "total": "29.97", "share": pytest.approx(29.97 / 6000)},
+    ]
+    assert products_view({"Free sample": Decimal("0.00")}) == [{"name": "Free sample", "total": "0.00", "share": 0.0}]
+
+
+def test_stream_health_comes_from_the_kafka_sources_progress() -> None:
+    assert stream_view(PROGRESS) == {
+        "rows": 250,
+        "input_rows_per_s": 124.5,
+        "processed_rows_per_s": 980.4,
+        "offsets_behind": {"avg": 1.5, "max": 3.0, "min": 0.0},
+        "at": "2025-05-12T15:33:35.000Z",
+    }
+    # A source without these metrics shows nothing, rather than a made-up zero.
+    assert stream_view({**PROGRESS, "sources": [{"metrics": {}}]})["offsets_behind"]["max"] is None
+
+
+def test_the_state_counts_orders_and_rejects_once_a_batchs_progress_arrives() -> None:
+    state = DashboardState("ventas-events")
+    state.show_totals(3, {"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.10")}, "2025-05-12T15:33:35+00:00")
+    state.rejected_in_batch(3, 2)
+    before = json.loads(state.snapshot()[1])
+    assert (before["orders"], before["rejected"]) == (0, 0)  # not until the batch's progress
+    state.batch_read(3, 10)
+    state.batch_read(4, 5)  # a batch without rejects
+    view = json.loads(state.snapshot()[1])
+    assert (view["orders"], view["rejected"], view["grand_total"], view["batch"]) == (13, 2, "2000.10", 3)
+    assert view["batch_time"] == "2025-05-12T15:33:35.000+00:00"
+    state.show_progress(PROGRESS)
+    state.show_idle()
+    assert json.loads(state.snapshot()[1])["stream"]["offsets_behind"] == {"avg": 0, "max": 0, "min": 0}
+
+
+def get(address: str, path: str, host: str | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(address.rstrip("/") + path, method=method, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read() if path != "/events" else b""
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_the_server_serves_the_page_and_its_data_and_takes_no_input() -> None:
+    state = DashboardState("ventas-events")
+    state.show_totals(0, {HOSTILE: Decimal("11.00")})
+    with serving(state, "127.0.0.1", free_port()) as address:
+        assert address
+        status, headers, page = get(address, "/")
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        assert "script-src 'self'" in headers["Content-Security-Policy"] and b"<script src=" in page
+        assert headers["Server"] == "ventas-dashboard"
+        assert b"http" not in page.replace(b"http-equiv", b"")  # nothing from another site
+        status, _, data = get(address, "/data.json")
+        assert json.loads(data)["products"] == [{"name": HOSTILE, "total": "11.00", "share": 1.0}]
+        assert get(address, "/events")[1]["Content-Type"].startswith("text/event-stream")
+        assert get(address, "/", method="POST")[0] == 501
+        assert get(address, "/../consumer.py")[0] == 404
+        # Bound to loopback, it answers loopback names only (a DNS name rebound to 127.0.0.1 gets nothing).
+        assert get(address, "/data.json", host="attacker.example:8050")[0] == 421
+        assert get(address, "/data.json", host="localhost")[0] == 200
+
+
+def test_an_event_stream_gets_the_state_now_and_after_every_change() -> None:
+    state = DashboardState("ventas-events")
+    with serving(state, "127.0.0.1", free_port()) as address:
+        assert address
+        with urllib.request.urlopen(address + "events", timeout=10) as events:
+            first = _next_event(events)
+            state.show_totals(1, {"Laptop": Decimal("2000.00")})
+            second = _next_event(events)
+    assert first["products"] == [] and second["products"][0]["total"] == "2000.00"
+
+
+def _next_event(stream: Any) -> dict:
+    while not (line := stream.readline().decode()).startswith("data: "):
+        pass
+    return json.loads(line.removeprefix("data: "))
+
+
+def test_a_port_in_use_or_zero_leaves_the_consumer_without_a_page(capsys: pytest.CaptureFixture[str]) -> None:
+    state = DashboardState("ventas-events")
+    with serving(state, "127.0.0.1", 0) as off:
+        assert off is None
+    with serving(state, "127.0.0.1", free_port()) as first:
+        port = int(first.rsplit(":", 1)[1].strip("/"))
+        with serving(DashboardState("t"), "127.0.0.1", port) as second:
+            assert second is None
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"consumer: dashboard not started: cannot listen on 127.0.0.1:{port}: Address already in use (--dashboard-port)"
+    )
+
+
+# ---------------------------------------------------------------- in a browser, with the real pipeline
+
+
+def ensure_chromium() -> None:
+    """Debian's chromium and chromium-driver, installed with apt-get when missing (CI runs as root)."""
+    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:  # package lists missing or stale
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"could not install chromium: {result.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+
+    ensure_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"):
+        options.add_argument(argument)
+    # The driver's path is given, so selenium does not look for (or download) one of its own.
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page_reading(driver: Any) -> dict[str, Any]:
+    """What the page shows, read as a person reads it (rendered text; totals without the grouping commas)."""
+    from selenium.webdriver.common.by import By
+
+    def text(element_id: str) -> str:
+        return driver.find_element(By.ID, element_id).text
+
+    def number(element_id: str) -> Decimal:
+        return Decimal(text(element_id).replace(",", ""))
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "#products li")
+    products = [
+        (
+            row.find_element(By.CLASS_NAME, "name").text,
+            Decimal(row.find_element(By.CLASS_NAME, "total").text.replace(",", "")),
+        )
+        for row in rows
+    ]
+    return {
+        "products": products,
+        "grand_total": number("grand-total") if text("grand-total") != PLACEHOLDER else None,
+        "orders": text("orders"),
+        "rejected": text("rejected"),
+        "batch": text("batch"),
+        "status": driver.find_element(By.ID, "status").get_attribute("data-state"),
+    }
+
+
+def wait_for_page(driver: Any, check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    reading: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:  # the page may replace its rows while they are read
+            reading = page_reading(driver)
+        except StaleElementReferenceException:
+            continue
+        if check(reading):
+            return reading
+        time.sleep(0.2)
+    raise AssertionError(f"the page never showed {what}; it shows {reading}")
+
+
+def last_batch(out: Path) -> tuple[int, dict[str, Decimal]]:
+    """The consumer's last printed table and its batch number."""
+    text = out.read_text()
+    return int(re.findall(r"^Batch: (\d+)$", text, flags=re.MULTILINE)[-1]), printed_tables(text)[-1]
+
+
+def shows(table: dict[str, Decimal], batch: int, orders: int, rejected: int) -> Callable[[dict[str, Any]], bool]:
+    """The page shows this table, highest first as printed, for this batch, with these counts."""
+    rows = sorted(table.items(), key=lambda item: (-item[1], item[0]))
+    return lambda page: (
+        page["products"] == rows
+        and page["batch"] == f"batch {batch}"
+        and (
+            page["grand_total"],
+            page["orders"],
+            page["rejected"],
+        )
+        == (sum(table.values()), str(orders), str(rejected))
+    )
+
+
+@pytest.mark.integration
+def test_the_page_follows_the_consumers_table_live(
+    kafka_bootstrap: str, topic: str, tmp_path: Path, browser: Any
+) -> None:
+    """Open the page while the consumer runs: it shows the printed table, changes as orders arrive
+    without a reload, shows a hostile product name as text, and comes back after a restart."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    hostile_order = order({"name": HOSTILE, "cantidad": 2, "price": 5.5}, order_id="o-2")
+    send_values(kafka_bootstrap, topic, [SEED_SAMPLE, hostile_order, b"not json at all", b"[1, 2, 3]"])
+    port = free_port()
+    args = consumer_args(kafka_bootstrap, topic, tmp_path, "--dashboard-port", str(port))
+    out = tmp_path / "consumer.txt"
+    consumer = start_consumer(args, out)
+    try:
+        first = {"Smartwatch": Decimal("4203.00"), "Laptop": Decimal("2000.00"), HOSTILE: Decimal("11.00")}
+        wait_for_table(out, consumer, first)
+        assert f"consumer: dashboard at http://127.0.0.1:{port}/" in out.read_text()
+        browser.get(url("127.0.0.1", port))
+        batch, printed = last_batch(out)
+        page = wait_for_page(browser, shows(printed, batch, orders=2, rejected=2), f"batch {batch}: {printed}")
+        assert page["status"] == "live" and printed == first
+
+        # The hostile name is text: no element made of it, no script run.
+        name = browser.find_element(By.XPATH, "//*[@id='products']//span[@class='name'][contains(., 'onerror')]")
+        assert name.text == HOSTILE and name.get_attribute("innerHTML") == "&lt;img src=x onerror=alert(1)&gt;"
+        assert browser.find_elements(By.TAG_NAME, "img") == []
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text  # noqa: B018
+
+        # New orders arrive: the same page (not reloaded) follows the next printed table.
+        browser.execute_script("window.sameDocument = true")
+        send_values(kafka_bootstrap, topic, [order({"name": "Laptop", "cantidad": 2, "price": 2000}), b"42"])
+        wait_for_table(out, consumer, {**first, "Laptop": Decimal("6000.00")})
+        batch, printed = last_batch(out)
+        wait_for_page(browser, shows(printed, batch, orders=3, rejected=3), f"batch {batch}: {printed}")
+        assert browser.execute_script("return window.sameDocument") is True
+
+        # How the stream keeps up, from Spark's progress: rates, and nothing left behind once caught up.
+        rates = [browser.find_element(By.ID, i).text for i in ("input-rate", "processed-rate")]
+        assert all(re.fullmatch(r"[\d,]+\.\d records/s", rate) for rate in rates), rates
+        behind = browser.find_element(By.ID, "behind")
+        assert re.fullmatch(r"[\d,]+ records.*", behind.text), behind.text
+        assert PLACEHOLDER not in browser.find_element(By.ID, "batch-time").text
+
+        browser.save_screenshot(str(tmp_path / "dashboard.png"))
+        browser.set_window_size(390, 844)  # a phone: one column, nothing wider than the screen
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        browser.save_screenshot(str(tmp_path / "dashboard-phone.png"))
+        browser.set_window_size(1280, 1100)
+    finally:
+        code = stop(consumer, signal.SIGINT)
+    assert code == 0, out.read_text()[-3000:]
+    assert out.read_text().splitlines()[-1].startswith("consumer: stopped after batch "), out.read_text()[-3000:]
+    wait_for_page(browser, lambda page: page["status"] == "lost", "that the consumer is gone")
+
+    # Restarted with nothing new to read: the same page reconnects and shows the latest totals again,
+    # with the counts started over (they are counted since the consumer started); then it follows on.
+    out = tmp_path / "again.txt"
+    again = start_consumer(args, out)
+    try:
+        wait_for_page(
+            browser, lambda page: page["status"] == "live" and shows(printed, batch, 0, 0)(page), "the restart"
+        )
+        send_values(kafka_bootstrap, topic, [order({"name": "Mouse", "cantidad": 1, "price": 9.99}, order_id="o-4")])
+        wait_for_table(out, again, {**printed, "Mouse": Decimal("9.99")})
+        batch, printed = last_batch(out)
+        wait_for_page(browser, shows(printed, batch, orders=1, rejected=0), f"batch {batch}: {printed}")
+    finally:
+        assert stop(again, signal.SIGINT) == 0, out.read_text()[-3000:]

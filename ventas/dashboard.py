@@ -1,0 +1,335 @@
+"""The live dashboard: one page with the running totals, served by the consumer's driver.
+
+The driver is where the totals, the rejected count and Spark's query progress already are, so the
+page needs no other server, broker or database, and it runs wherever the consumer runs: local mode,
+a standalone cluster (client mode: the driver runs where spark-submit runs) or docker compose. Spark
+serves its own UI from the driver for the same reason.
+
+The consumer's sinks and query listener write a `DashboardState`; a stdlib HTTP server in daemon
+threads reads it. The page (ventas/static/: HTML, CSS and a small script, no library, nothing from
+a CDN) gets the state as JSON through server-sent events, one event after every change. Product
+names travel as JSON strings and are shown as text, never as markup; money travels as exact decimal
+strings. The server answers GET and HEAD for four fixed paths and takes no input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ventas.config import env
+from ventas.signals import say
+from ventas.table import sorted_totals
+
+log = logging.getLogger("dashboard")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8050
+STATIC = Path(__file__).resolve().parent / "static"
+KEEP_ALIVE_S = 15.0  # an idle event stream sends a comment this often, so a closed tab is noticed
+RECONNECT_MS = 2000  # how soon a page retries after the consumer stopped or restarted
+EVENT_STREAM = "/events"
+FILES = {
+    "/": ("dashboard.html", "text/html; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+}
+# No inline script or style, no other origin: even markup that slipped into the page could run nothing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+
+
+def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dashboard-port and --dashboard-host, shared by the consumer and the demo."""
+    parser.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        default=env("DASHBOARD_PORT", str(DEFAULT_PORT)),
+        help="port of the live dashboard page; 0 turns it off (env DASHBOARD_PORT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--dashboard-host",
+        default=env("DASHBOARD_HOST", DEFAULT_HOST),
+        help="address the dashboard listens on; 0.0.0.0 opens it to the network "
+        "(env DASHBOARD_HOST; default %(default)s)",
+    )
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text!r}")
+    return int(text)
+
+
+def url(host: str, port: int) -> str:
+    """The page's address as a browser wants it (IPv6 literals in brackets)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def products_view(totals: Mapping[str, Decimal]) -> list[dict[str, Any]]:
+    """Highest total first, as the console table; `share` (of the highest) sizes the bar only."""
+    rows = sorted_totals(totals)
+    top = rows[0][1] if rows else Decimal(0)
+    return [{"name": name, "total": f"{total:f}", "share": float(total / top) if top else 0.0} for name, total in rows]
+
+
+def stream_view(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """How the stream keeps up, from one progress report of the totals query (`query.lastProgress`'s
+    shape): input and processing rates, and how far the Kafka source is behind the latest offsets."""
+    sources = progress.get("sources") or [{}]
+    metrics = sources[0].get("metrics") or {}
+
+    def behind(key: str) -> float | None:
+        value = metrics.get(key)
+        return None if value is None else float(value)
+
+    return {
+        "rows": progress.get("numInputRows", 0),
+        "input_rows_per_s": progress.get("inputRowsPerSecond"),
+        "processed_rows_per_s": progress.get("processedRowsPerSecond"),
+        "offsets_behind": {
+            "avg": behind("avgOffsetsBehindLatest"),
+            "max": behind("maxOffsetsBehindLatest"),
+            "min": behind("minOffsetsBehindLatest"),
+        },
+        "at": progress.get("timestamp"),
+    }
+
+
+class DashboardState:
+    """What the page shows. The consumer's sinks and query listener write it, the server's threads
+    read it: one lock, and a version that grows with every change, which wakes the event streams.
+
+    Orders and rejected records are counted since this consumer started, as the console's
+    `Rejected: ... (T since start)` line: a record is counted when the progress report of the batch
+    that read it arrives, together with the number of that batch's records that were rejected."""
+
+    def __init__(self, topic: str) -> None:
+        self._changed = threading.Condition()
+        self._version = 0
+        self._closed = False
+        self._rejected_in_batch: dict[int, int] = {}
+        self._view: dict[str, Any] = {
+            "topic": topic,
+            "batch": None,
+            "batch_time": None,
+            "products": [],
+            "grand_total": "0.00",
+            "orders": 0,
+            "rejected": 0,
+            "counted_since": _now(),
+            "stream": None,
+        }
+
+    def _update(self, **changes: Any) -> None:
+        with self._changed:
+            self._view.update(changes)
+            self._version += 1
+            self._changed.notify_all()
+
+    def show_totals(self, batch_id: int, totals: Mapping[str, Decimal], batch_time: str | None = None) -> None:
+        """A totals table, as printed after micro-batch `batch_id` (or stored in the checkpoint)."""
+        # Milliseconds at most: not every browser's Date reads Python's microseconds.
+        when = datetime.fromisoformat(batch_time) if batch_time else datetime.now(UTC)
+        self._update(
+            batch=batch_id,
+            batch_time=when.isoformat(timespec="milliseconds"),
+            products=products_view(totals),
+            grand_total=f"{sum(totals.values(), Decimal('0.00')):f}",
+        )
+
+    def rejected_in_batch(self, batch_id: int, count: int) -> None:
+        """How many of a batch's records the rejected-records sink set aside (counted with its progress)."""
+        with self._changed:
+            self._rejected_in_batch[batch_id] = count
+
+    def batch_read(self, batch_id: int, records: int) -> None:
+        """The progress of a batch of the query that sees every record: its records are now counted."""
+        with self._changed:
+            rejected = self._rejected_in_batch.pop(batch_id, 0)
+            orders, total_rejected = self._view["orders"] + records - rejected, self._view["rejected"] + rejected
+        self._update(orders=orders, rejected=total_rejected)
+
+    def show_progress(self, progress: Mapping[str, Any]) -> None:
+        """A progress report of the totals query."""
+        self._update(stream=stream_view(progress))
+
+    def show_idle(self) -> None:
+        """The totals query found nothing new to read: nothing arrives, nothing is behind."""
+        with self._changed:
+            stream = dict(self._view["stream"] or {})
+        stream.update(
+            rows=0, input_rows_per_s=0.0, processed_rows_per_s=0.0, offsets_behind={"avg": 0, "max": 0, "min": 0}
+        )
+        self._update(stream={**stream, "at": _now()})
+
+    def snapshot(self) -> tuple[int, str]:
+        """The current version and the page's data as JSON."""
+        with self._changed:
+            return self._version, json.dumps(self._view, ensure_ascii=False)
+
+    def wait_for_change(self, seen: int, timeout_s: float) -> bool:
+        """Wait until the version differs from `seen`; False once closed or after `timeout_s` unchanged."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or self._version != seen, timeout_s)
+            return not self._closed and self._version != seen
+
+    def close(self) -> None:
+        """End every event stream (the consumer is stopping)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET and HEAD of the fixed paths; any other method gets 501 from the base class."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "ventas-dashboard"  # not the Python version
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        if not self._host_allowed():
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", "text/plain; charset=utf-8", body)
+            return
+        path = self.path.split("?", 1)[0]
+        if path == EVENT_STREAM and body:
+            self._stream_events()
+        elif path == "/data.json":
+            self._send(HTTPStatus.OK, self.server.state.snapshot()[1].encode(), "application/json", body)
+        elif path in FILES:
+            name, content_type = FILES[path]
+            self._send(HTTPStatus.OK, (STATIC / name).read_bytes(), content_type, body)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", body)
+
+    def _host_allowed(self) -> bool:
+        """A page bound to loopback answers loopback names only: a web page elsewhere cannot read it
+        through a DNS name pointed at 127.0.0.1 (DNS rebinding)."""
+        if not self.server.loopback_only:
+            return True
+        host = (self.headers.get("Host") or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name in LOOPBACK_NAMES
+
+    def _send(self, status: HTTPStatus, content: bytes, content_type: str, body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(content)))
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(content)
+
+    def _stream_events(self) -> None:
+        """Server-sent events: the state now, then again after every change, until the client leaves
+        or the consumer stops."""
+        state = self.server.state
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the tab was closed, or the network went away
+            version, data = state.snapshot()
+            self.wfile.write(f"retry: {RECONNECT_MS}\ndata: {data}\n\n".encode())
+            self.wfile.flush()
+            while not state.closed:
+                if state.wait_for_change(version, KEEP_ALIVE_S):
+                    version, data = state.snapshot()
+                    self.wfile.write(f"data: {data}\n\n".encode())
+                elif not state.closed:
+                    self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # an open event stream never keeps the consumer from exiting
+
+    def __init__(self, state: DashboardState, host: str, port: int) -> None:
+        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        self.state = state
+        super().__init__((host, port), _Handler)
+        self.loopback_only = _is_loopback(self.server_address[0])
+
+    def server_bind(self) -> None:
+        """HTTPServer's, without its reverse DNS lookup of the address (slow where DNS is not there)."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def _is_loopback(address: str) -> bool:
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(address).is_loopback
+    return False
+
+
+@contextlib.contextmanager
+def serving(state: DashboardState, host: str, port: int) -> Iterator[str | None]:
+    """Serve the page while the block runs; yields its address, or None when port is 0 or the address
+    cannot be used. A dashboard that cannot start is one line on stderr, never a reason to stop the
+    consumer: the totals matter more than the page."""
+    if port == 0:
+        yield None
+        return
+    try:
+        server = _Server(state, host, port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        say(f"consumer: dashboard not started: cannot listen on {host}:{port}: {reason} (--dashboard-port)")
+        yield None
+        return
+    thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+    thread.start()
+    address = url(host, server.server_address[1])
+    say(f"consumer: dashboard at {address}")
+    try:
+        yield address
+    finally:
+        state.close()
+        server.shutdown()
+        server.server_close()
