@@ -23,8 +23,9 @@ SEED_LINE := $(MAKE) SPARK_LINE=3.5 VENV=.venv-spark3.5 PYTHON=python3
 
 .PHONY: demo test lint deps bench clean
 
+# Quiet (@): the demo's own first lines are the broker's and the dashboard's addresses.
 demo: deps
-	$(PY) scripts/demo.py
+	@$(PY) scripts/demo.py
 
 test: deps
 ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
@@ -47,7 +48,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 deps: $(STAMP)
-	$(PY) -m ventas.jars
+	@$(PY) -m ventas.jars
 
 # requirements.txt and requirements-dev.txt, with the pins of the Spark line's own file in place of theirs.
 # After `source .venv/bin/activate`, Spark logs quietly through conf/log4j2.properties.

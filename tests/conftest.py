@@ -12,6 +12,10 @@ import pytest
 
 from ventas.kafka_local import LocalBroker, free_port
 
+# Consumers started by the tests serve no dashboard unless a test gives one a free port: two runs, or a
+# `make demo` beside them, never compete for the default port 8050.
+os.environ["DASHBOARD_PORT"] = "0"
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

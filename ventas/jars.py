@@ -194,12 +194,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.print_jars:
             print(",".join(map(str, spark_kafka_jars())))
             return
+        cached = all((d / ".complete").exists() for d in (kafka_libs_dir(), spark_kafka_jars_dir()))
         libs = ensure_kafka_libs()
         package = ensure_spark_kafka_connector()
     except UserError as error:
         fail(parser.prog, error)
-    print(f"Kafka {kafka_version()} broker jars: {libs}", file=sys.stderr)
-    print(f"Spark Kafka connector: {package} (in {M2_REPOSITORY})", file=sys.stderr)
+    if not cached:  # say where the fetched jars went; quiet afterwards (`make demo` starts with the demo's lines)
+        print(f"Kafka {kafka_version()} broker jars: {libs}", file=sys.stderr)
+        print(f"Spark Kafka connector: {package} (in {M2_REPOSITORY}, {spark_kafka_jars_dir()})", file=sys.stderr)
 
 
 if __name__ == "__main__":
