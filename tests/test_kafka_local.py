@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,9 @@ KAFKA_LOCAL = str(ROOT / "scripts" / "kafka-local")
 
 
 def kafka_local(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([KAFKA_LOCAL, *args], capture_output=True, text=True, timeout=180)
+    """The script as a user with this test run's environment activated runs it."""
+    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+    return subprocess.run([KAFKA_LOCAL, *args], capture_output=True, text=True, timeout=180, env=env)
 
 
 def java_processes_using(data_dir: Path) -> list[str]:

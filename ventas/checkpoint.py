@@ -118,8 +118,8 @@ def _state_problem(query: Path, version: int, partitions: int | None) -> str | N
                 match = STATE_FILE.fullmatch(file.name)
                 if match:
                     files[int(match[1]), match[2]] = file
-                elif not file.name.startswith((".", "_")):
-                    return None  # another state store's layout
+                elif not file.name.startswith((".", "_")) and not file.name.endswith(".crc"):
+                    return None  # another state store's layout (Spark 4.1 adds a checksum, N.delta.crc)
             problem = _version_problem(files, version)
             if problem:
                 return f"batch {version - 1} is committed but {where}/{problem}"
