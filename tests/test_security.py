@@ -11,7 +11,7 @@ import pytest
 
 from ventas.config import UserError
 from ventas.secure_broker import make_ca
-from ventas.security import REDACTED_SPARK_OPTIONS, KafkaSecurity, load_security
+from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, load_security
 
 SCRAM = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "ventas", 's3cr"et', "/etc/ssl/ca.pem")
 
@@ -223,3 +223,17 @@ def test_keys_spark_cannot_read_are_refused(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("KAFKA_SSL_KEY_LOCATION", str(cert))
     with pytest.raises(UserError, match=f"ssl.key.location {cert}: no PRIVATE KEY in it"):
         load_security(None)
+
+
+def test_the_redaction_regex_survives_long_texts_in_javas_engine(spark) -> None:
+    """Spark applies it with java.util.regex, which recursed once per escaped character of an unbounded
+    group and overflowed the stack of a stream thread (text full of escaped quotes, as JSON is)."""
+    from pyspark.sql import functions as F
+
+    text = 'password="' + '\\"x' * 200_000
+    redacted = spark.range(1).select(F.regexp_replace(F.lit(text), REDACTED_SPARK_STRINGS, "*")).first()[0]
+    assert redacted == text  # no password of the JAAS configuration's shape: nothing to hide, no error
+    secret = 'sasl.jaas.config=... password="s3cr\\"et\\\\";'
+    assert spark.range(1).select(F.regexp_replace(F.lit(secret), REDACTED_SPARK_STRINGS, "*")).first()[0] == (
+        "sasl.jaas.config=... *;"
+    )
