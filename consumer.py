@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from py4j.protocol import Py4JError
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -333,6 +333,24 @@ def latest_totals(checkpoint_location: str) -> tuple[int, dict[str, Decimal], st
     return latest["batch_id"], {name: Decimal(t) for name, t in latest["totals"].items()}, latest["written_at"]
 
 
+class BatchCutShort(Exception):
+    """A foreachBatch function's Spark job cancelled by a stop. Raised in place of Py4J's error, whose
+    long text (a Java stack trace) overflows the stack of Spark's check for an interrupted query (the
+    regex StreamExecution.PROXY_ERROR recurses once per character) and kills the query's thread."""
+
+
+@contextlib.contextmanager
+def cut_short_by(stop: StopRequest, batch_id: int) -> Iterator[None]:
+    """Spark jobs of a foreachBatch function: failing on a stop, they raise BatchCutShort; otherwise
+    their error as it is. Either way the batch fails and is not committed."""
+    try:
+        yield
+    except Py4JJavaError:
+        if not stop.requested.is_set():
+            raise
+        raise BatchCutShort(f"batch {batch_id} was cut short by a stop; it runs again on the next start") from None
+
+
 class TotalsPrinter:
     """foreachBatch sink of the complete-mode totals: prints the table, shows it on the dashboard and
     keeps the latest one in `<checkpoint>/latest-totals.json`.
@@ -341,14 +359,16 @@ class TotalsPrinter:
     Spark the batch is complete, and Spark then records it as committed. Collecting the batch is
     also what runs the aggregation that writes the batch's state."""
 
-    def __init__(self, checkpoint_location: str, dashboard: DashboardState | None) -> None:
+    def __init__(self, checkpoint_location: str, dashboard: DashboardState | None, stop: StopRequest) -> None:
         self.checkpoint_location = checkpoint_location
         self.snapshot = _snapshot_path(checkpoint_location)
         self.dashboard = dashboard
+        self.stop = stop
         self.last_batch: int | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
+        with cut_short_by(self.stop, batch_id):
+            totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
         print(format_batch(batch_id, totals), flush=True)
         written_at = datetime.now(UTC).isoformat()
         if self.snapshot:
@@ -374,19 +394,22 @@ class RejectedWriter:
     """foreachBatch sink of rejected records: JSON lines under `<path>/batch_id=N` (rewritten, not
     appended, if Spark replays the batch), with a count printed for every batch that has any."""
 
-    def __init__(self, path: str, dashboard: DashboardState | None) -> None:
+    def __init__(self, path: str, dashboard: DashboardState | None, stop: StopRequest) -> None:
         self.path = path.rstrip("/")
         self.dashboard = dashboard
+        self.stop = stop
         self.total = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
-            count = batch.count()
+            with cut_short_by(self.stop, batch_id):
+                count = batch.count()
+                if count:
+                    batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
             if self.dashboard:
                 self.dashboard.rejected_in_batch(batch_id, count)
             if count:
-                batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
                 self.total += count
                 print(
                     f"Rejected: {count} records in batch {batch_id} ({self.total} since start), "
@@ -440,13 +463,13 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
 
 
 def query_writers(
-    spark: SparkSession, args: argparse.Namespace, dashboard: DashboardState | None
+    spark: SparkSession, args: argparse.Namespace, dashboard: DashboardState | None, stop: StopRequest
 ) -> tuple[TotalsPrinter, list[DataStreamWriter]]:
     """The totals query (complete mode) and the rejected-records query, on one parsed stream, ready to
     start (and to start again, see SPARK_55271)."""
     parsed = parse_orders(kafka_stream(spark, args))
     trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
-    printer = TotalsPrinter(args.checkpoint_location, dashboard)
+    printer = TotalsPrinter(args.checkpoint_location, dashboard, stop)
     totals_query = (
         sales_totals(parsed)
         .writeStream.outputMode("complete")
@@ -458,7 +481,7 @@ def query_writers(
     rejected_query = (
         rejected_records(parsed)
         .writeStream.outputMode("append")
-        .foreachBatch(RejectedWriter(args.rejected_path, dashboard))
+        .foreachBatch(RejectedWriter(args.rejected_path, dashboard, stop))
         .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
         .queryName("rejected")
         .trigger(**trigger)
@@ -602,6 +625,49 @@ def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopR
         time.sleep(0.05)
 
 
+def run_queries(writers: list[DataStreamWriter], stop: StopRequest) -> list[StreamingQuery]:
+    """Start the queries and wait until they end (--available-now), one fails, or a stop is requested."""
+    queries = [writer.start() for writer in writers]
+    restarts = [0] * len(queries)
+    while not stop.requested.is_set() and any(q.isActive for q in queries):
+        for i, query in enumerate(queries):
+            try:
+                query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
+            except StreamingQueryException as error:
+                # A stop signal to the whole process group can kill a process the JVM had started
+                # for the batch (Hadoop's chmod): that batch failed, uncommitted; see run().
+                if stop.requested.is_set():
+                    continue
+                if SPARK_55271 not in str(error) or restarts[i] == SPARK_55271_RESTARTS:
+                    raise
+                log.info("query %s: started again after Spark's SPARK-55271", query.name)
+                restarts[i] += 1
+                queries[i] = writers[i].start()
+    return queries
+
+
+def planned_not_committed(spark: SparkSession, checkpoint_location: str) -> bool:
+    """Whether a query of the checkpoint has a batch planned (offsets/N) but not committed (commits/N),
+    as a stop mid-batch leaves it: Spark 4.1.1's AvailableNow trigger then runs that batch alone and
+    ends, without what arrived after it was planned. Read through Hadoop's file system, as Spark
+    reads the checkpoint, wherever it is."""
+    jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
+
+    def last_batch(log_dir: str) -> int:
+        path = jvm.org.apache.hadoop.fs.Path(log_dir)
+        file_system = path.getFileSystem(conf)
+        if not file_system.exists(path):
+            return -1
+        names = [status.getPath().getName() for status in file_system.listStatus(path)]
+        return max((int(name) for name in names if name.isdigit()), default=-1)
+
+    location = checkpoint_location.rstrip("/")
+    return any(
+        last_batch(f"{location}/{query}/offsets") > last_batch(f"{location}/{query}/commits")
+        for query in ("totals", "rejected")
+    )
+
+
 def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState | None) -> None:
     """Run both queries until they end (--available-now), fail, or a stop signal arrives; keep the
     dashboard, if it is served, up to date."""
@@ -611,23 +677,12 @@ def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState |
         with stop_signals_left_to_the_driver(spark, stop):
             if dashboard or log.isEnabledFor(logging.INFO):
                 spark.streams.addListener(ProgressListener(dashboard))
-            printer, writers = query_writers(spark, args, dashboard)
-            queries = [writer.start() for writer in writers]
-            restarts = [0] * len(queries)
-            while not stop.requested.is_set() and any(q.isActive for q in queries):
-                for i, query in enumerate(queries):
-                    try:
-                        query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
-                    except StreamingQueryException as error:
-                        # A stop signal to the whole process group can kill a process the JVM had started
-                        # for the batch (Hadoop's chmod): that batch failed, uncommitted; see below.
-                        if stop.requested.is_set():
-                            continue
-                        if SPARK_55271 not in str(error) or restarts[i] == SPARK_55271_RESTARTS:
-                            raise
-                        log.info("query %s: started again after Spark's SPARK-55271", query.name)
-                        restarts[i] += 1
-                        queries[i] = writers[i].start()
+            printer, writers = query_writers(spark, args, dashboard, stop)
+            left_planned = args.available_now and planned_not_committed(spark, args.checkpoint_location)
+            queries = run_queries(writers, stop)
+            if left_planned and not stop.requested.is_set():
+                log.info("the batch the last stop left planned ran alone (Spark 4.1); reading what came after it")
+                queries = run_queries(writers, stop)
             if not stop.requested.is_set():
                 if args.available_now and printer.last_batch is None:
                     printer.print_latest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -58,27 +59,34 @@ def test_consumer_restarts_mid_stream_lose_nothing_and_count_nothing_twice(
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
 
 
+@pytest.mark.parametrize("trigger", ["streaming", "available-now"])
 def test_a_batch_planned_but_not_committed_before_a_stop_runs_on_the_next_start(
-    kafka_bootstrap: str, topic: str, tmp_path: Path
+    kafka_bootstrap: str, topic: str, tmp_path: Path, trigger: str
 ) -> None:
     """What a stop between planning a batch (offsets/N) and committing it leaves: the next start runs
-    that batch first. Spark 4.1.1 then fails the query while reporting its progress (SPARK-55271); the
-    consumer starts the query again, and the totals are exact."""
+    that batch first, then what arrived after it was planned. (Spark 4.1.1's AvailableNow trigger
+    ends after that batch, and its streaming query can fail reporting it, SPARK-55271: the consumer
+    reads on in both cases.)"""
     import json
 
-    first, second = tmp_path / "first.json", tmp_path / "second.json"
-    assert run_producer(*producer_args(kafka_bootstrap, topic, first, count=300, rate=0, seed=5)).returncode == 0
-    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(first)
-    assert run_producer(*producer_args(kafka_bootstrap, topic, second, count=300, rate=0, seed=6)).returncode == 0
+    summaries = [tmp_path / f"{n}.json" for n in ("first", "planned", "after")]
+    assert run_producer(*producer_args(kafka_bootstrap, topic, summaries[0], count=300, rate=0, seed=5)).returncode == 0
+    assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summaries[0])
+    assert run_producer(*producer_args(kafka_bootstrap, topic, summaries[1], count=300, rate=0, seed=6)).returncode == 0
     offsets = tmp_path / "checkpoint" / "totals" / "offsets"
     version, metadata, _ = (offsets / "0").read_text().splitlines()
     planned = {topic: {str(tp.partition): end for tp, end in end_offsets(kafka_bootstrap, topic).items()}}
     (offsets / "1").write_text("\n".join([version, metadata, json.dumps(planned)]))
+    assert run_producer(*producer_args(kafka_bootstrap, topic, summaries[2], count=300, rate=0, seed=7)).returncode == 0
 
-    expected = summary_totals(first)
-    for name, total in summary_totals(second).items():
-        expected[name] = expected.get(name, 0) + total
-    out = tmp_path / "restarted.txt"  # streaming: --available-now reads the latest offsets first
+    expected: dict[str, Decimal] = {}
+    for summary in summaries:
+        for name, total in summary_totals(summary).items():
+            expected[name] = expected.get(name, 0) + total
+    if trigger == "available-now":
+        assert final_totals(kafka_bootstrap, topic, tmp_path) == expected
+        return
+    out = tmp_path / "restarted.txt"
     consumer = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", "1 second"), out)
     try:
         assert wait_for_table(out, consumer, expected) == expected
