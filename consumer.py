@@ -341,8 +341,9 @@ class BatchCutShort(Exception):
 
 @contextlib.contextmanager
 def cut_short_by(stop: StopRequest, batch_id: int) -> Iterator[None]:
-    """Spark jobs of a foreachBatch function: failing on a stop, they raise BatchCutShort; otherwise
-    their error as it is. Either way the batch fails and is not committed."""
+    """The JVM calls of a foreachBatch function (run on the query's own thread, which a stop
+    interrupts): failing on a stop, they raise BatchCutShort; otherwise their error as it is. Either
+    way the batch fails and is not committed."""
     try:
         yield
     except Py4JJavaError:
@@ -401,23 +402,23 @@ class RejectedWriter:
         self.total = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
-        try:
-            with cut_short_by(self.stop, batch_id):
+        with cut_short_by(self.stop, batch_id):  # every call into the JVM, unpersist too
+            batch.persist()
+            try:
                 count = batch.count()
                 if count:
                     batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
-            if self.dashboard:
-                self.dashboard.rejected_in_batch(batch_id, count)
-            if count:
-                self.total += count
-                print(
-                    f"Rejected: {count} records in batch {batch_id} ({self.total} since start), "
-                    f"kept in {self.path}/batch_id={batch_id}",
-                    flush=True,
-                )
-        finally:
-            batch.unpersist()
+            finally:
+                batch.unpersist()
+        if self.dashboard:
+            self.dashboard.rejected_in_batch(batch_id, count)
+        if count:
+            self.total += count
+            print(
+                f"Rejected: {count} records in batch {batch_id} ({self.total} since start), "
+                f"kept in {self.path}/batch_id={batch_id}",
+                flush=True,
+            )
 
 
 def create_session() -> SparkSession:
