@@ -701,6 +701,11 @@ def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState |
             + ("" if not stop.immediate.is_set() else " (at once)")
         )
     except StreamingQueryException as error:
+        # The other query is stopped first, quietly: cut short by spark.stop(), its batch would log
+        # Spark's errors and stack traces under the one line that says what failed.
+        spark.sparkContext.setLogLevel("OFF")
+        for query in spark.streams.active:
+            query.stop()
         raise UserError(failure_message(str(error), args.checkpoint_location)) from None
     finally:
         spark.stop()
