@@ -295,13 +295,14 @@ def _local_path(location: str) -> Path | None:
     return None
 
 
-def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: KafkaSecurity) -> None:
+def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: KafkaSecurity) -> dict[int, int] | None:
     """Fail fast, in one line, when the broker is unreachable or the topic missing (the Kafka source
-    itself would retry for minutes). Skipped when kafka-python is not installed on the driver."""
+    itself would retry for minutes); the topic's latest offset per partition. Skipped (None) when
+    kafka-python is not installed on the driver."""
     try:
-        from kafka import KafkaConsumer
+        from kafka import KafkaConsumer, TopicPartition
     except ImportError:
-        return
+        return None
     timeout_ms = int(timeout_s * 1000)
     client = connect(
         KafkaConsumer, bootstrap_servers, security, timeout_s, request_timeout_ms=max(timeout_ms, 1000) + 1
@@ -314,6 +315,8 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: 
                     f"is not authorized to use topic {topic!r}"
                 )
             raise UserError(f"topic {topic!r} not found on {bootstrap_servers} (scripts/kafka-local start creates it)")
+        partitions = [TopicPartition(topic, p) for p in client.partitions_for_topic(topic) or ()]
+        return {tp.partition: end for tp, end in client.end_offsets(partitions).items()}
     finally:
         client.close()
 
@@ -647,26 +650,79 @@ def run_queries(writers: list[DataStreamWriter], stop: StopRequest) -> list[Stre
     return queries
 
 
-def planned_not_committed(spark: SparkSession, checkpoint_location: str) -> bool:
-    """Whether a query of the checkpoint has a batch planned (offsets/N) but not committed (commits/N),
-    as a stop mid-batch leaves it: Spark 4.1.1's AvailableNow trigger then runs that batch alone and
-    ends, without what arrived after it was planned. Read through Hadoop's file system, as Spark
-    reads the checkpoint, wherever it is."""
-    jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
+class CheckpointLogs:
+    """The offset and commit logs of the checkpoint's queries, read through Hadoop's file system as
+    Spark reads them, wherever the checkpoint is."""
 
-    def last_batch(log_dir: str) -> int:
-        path = jvm.org.apache.hadoop.fs.Path(log_dir)
-        file_system = path.getFileSystem(conf)
+    def __init__(self, spark: SparkSession, checkpoint_location: str) -> None:
+        self.jvm, self.conf = spark._jvm, spark._jsc.hadoopConfiguration()
+        self.location = checkpoint_location.rstrip("/")
+
+    def _path(self, relative: str):
+        path = self.jvm.org.apache.hadoop.fs.Path(f"{self.location}/{relative}")
+        return path, path.getFileSystem(self.conf)
+
+    def last_batch(self, query: str, log_name: str) -> int:
+        path, file_system = self._path(f"{query}/{log_name}")
         if not file_system.exists(path):
             return -1
         names = [status.getPath().getName() for status in file_system.listStatus(path)]
         return max((int(name) for name in names if name.isdigit()), default=-1)
 
-    location = checkpoint_location.rstrip("/")
-    return any(
-        last_batch(f"{location}/{query}/offsets") > last_batch(f"{location}/{query}/commits")
-        for query in ("totals", "rejected")
-    )
+    def committed_offsets(self, query: str, topic: str) -> dict[int, int]:
+        """The Kafka offsets up to which the query's last committed batch read, per partition."""
+        batch = self.last_batch(query, "commits")
+        if batch < 0:
+            return {}
+        path, file_system = self._path(f"{query}/offsets/{batch}")
+        stream = file_system.open(path)
+        try:
+            text = self.jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+        return {int(p): offset for p, offset in json.loads(text.splitlines()[-1]).get(topic, {}).items()}
+
+
+def queries_behind(logs: CheckpointLogs, names: list[str], args: argparse.Namespace) -> list[str]:
+    """The queries whose committed offsets have not reached the topic's latest offsets at start. A
+    query that never committed a batch, started from other than the earliest offsets, may rightly
+    have found nothing to read."""
+    behind = []
+    for name in names:
+        committed = logs.committed_offsets(name, args.topic)
+        if not committed and args.starting_offsets != "earliest":
+            continue
+        if any(committed.get(partition, 0) < end for partition, end in args.latest_offsets.items()):
+            behind.append(name)
+    return behind
+
+
+AVAILABLE_NOW_RUNS = 3  # one is enough on Spark 3.5; on 4.1.1 a second run has always sufficed
+
+
+def read_on(
+    spark: SparkSession,
+    args: argparse.Namespace,
+    writers: list[DataStreamWriter],
+    queries: list[StreamingQuery],
+    stop: StopRequest,
+) -> None:
+    """--available-now: run the queries again while one has ended before the offsets the topic had
+    at start. Spark 4.1.1's AvailableNow trigger can end early: after a batch a stop left planned
+    but not committed, it runs that batch alone; and now and then it ends with nothing read at all."""
+    logs = CheckpointLogs(spark, args.checkpoint_location)
+    writer_of = {query.name: writer for query, writer in zip(queries, writers, strict=True)}
+    for _ in range(AVAILABLE_NOW_RUNS - 1):
+        behind = queries_behind(logs, list(writer_of), args)
+        if not behind or stop.requested.is_set():
+            return
+        log.info("query %s ended before the topic's latest offsets at start; running it again", ", ".join(behind))
+        queries[:] = [q for q in queries if q.name not in behind] + run_queries([writer_of[n] for n in behind], stop)
+    if behind := queries_behind(logs, list(writer_of), args):
+        raise UserError(
+            f"--available-now: query {', '.join(behind)} ended {AVAILABLE_NOW_RUNS} times before the latest "
+            f"offsets the topic had at start ({args.latest_offsets}); run it again"
+        )
 
 
 def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState | None) -> None:
@@ -679,11 +735,9 @@ def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState |
             if dashboard or log.isEnabledFor(logging.INFO):
                 spark.streams.addListener(ProgressListener(dashboard))
             printer, writers = query_writers(spark, args, dashboard, stop)
-            left_planned = args.available_now and planned_not_committed(spark, args.checkpoint_location)
             queries = run_queries(writers, stop)
-            if left_planned and not stop.requested.is_set():
-                log.info("the batch the last stop left planned ran alone (Spark 4.1); reading what came after it")
-                queries = run_queries(writers, stop)
+            if args.available_now and args.latest_offsets is not None:
+                read_on(spark, args, writers, queries, stop)
             if not stop.requested.is_set():
                 if args.available_now and printer.last_batch is None:
                     printer.print_latest()
@@ -730,7 +784,7 @@ def main(argv: list[str] | None = None) -> None:
         resolve_paths(args)
         claim_checkpoint(args.checkpoint_location)
         args.security = load_security(args.client_properties)
-        check_topic(args.bootstrap_servers, args.topic, args.connect_timeout, args.security)
+        args.latest_offsets = check_topic(args.bootstrap_servers, args.topic, args.connect_timeout, args.security)
         if stop.requested.is_set():
             say("consumer: stopped before the query started")
         else:

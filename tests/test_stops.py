@@ -220,8 +220,8 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_1(
     more = tmp_path / "more.json"  # new orders: the next batch has to load the damaged state
     assert run_producer(*producer_args(kafka_bootstrap, topic, more, 100, 0, 92)).returncode == 0
 
-    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
-    assert result.returncode == 1
+    result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now", "--log-level", "INFO"))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     lines = printed_lines(result)
     errors = [line for line in lines if line.startswith("consumer.py: error:")]
     assert len(errors) == 1, lines[-20:]
