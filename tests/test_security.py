@@ -226,8 +226,8 @@ def test_keys_spark_cannot_read_are_refused(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_the_redaction_regex_survives_long_texts_in_javas_engine(spark) -> None:
-    """Spark applies it with java.util.regex, which recursed once per escaped character of an unbounded
-    group and overflowed the stack of a stream thread (text full of escaped quotes, as JSON is)."""
+    """Spark applies it with java.util.regex, which recurses once per repetition of a group: the unbounded
+    group it had overflows the stack on a long text full of escaped quotes, as JSON is."""
     from pyspark.sql import functions as F
 
     text = 'password="' + '\\"x' * 200_000
