@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
 
+from ventas.daemons import start_time
 from ventas.processes import ROOT, pipeline_env, spark_submit_command
 
 TIMEOUT_S = 300
@@ -252,30 +253,6 @@ class Terminal:
         return code
 
 
-def process_tree(root_pid: int) -> set[tuple[int, str]]:
-    """The process and all its descendants, as (pid, start time) so that a reused PID is not mistaken
-    for one of them; processes that started their own session are included."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        tree.update(children)
-        frontier = children
-    return {(pid, start) for pid in tree if (start := _start_time(pid))}
-
-
-def _start_time(pid: int) -> str | None:
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            return fields[19]
-    return None
-
-
 def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> list[str]:
     """Command lines of those processes that still run once `timeout_s` has passed (or sooner, once
     none runs)."""
@@ -284,7 +261,7 @@ def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> lis
         running = []
         for pid, start in processes:
             with contextlib.suppress(OSError):
-                if _start_time(pid) == start:
+                if start_time(pid) == start:
                     running.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:200])
         if not running or time.monotonic() >= deadline:
             return running

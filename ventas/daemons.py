@@ -51,3 +51,34 @@ def kill(pid_of: PidOf) -> None:
             os.kill(pid, signal.SIGKILL)
         while pid_of() is not None:
             time.sleep(0.1)
+
+
+def process_tree(root_pid: int) -> set[tuple[int, str]]:
+    """The process and all its descendants, as (pid, start time) so that a reused PID is not mistaken
+    for one of them; processes that started their own session are included."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree.update(children)
+        frontier = children
+    return {(pid, start) for pid in tree if (start := start_time(pid))}
+
+
+def start_time(pid: int) -> str | None:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            return fields[19]
+    return None
+
+
+def wait_gone(processes: set[tuple[int, str]], timeout_s: float = 30.0) -> None:
+    """Until none of these (pid, start time) processes runs any more, or `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while any(start_time(pid) == start for pid, start in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
