@@ -14,6 +14,7 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -112,6 +113,15 @@ def read_topic(bootstrap: str, topic: str) -> list:
         consumer.close()
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+    consumer.close()
+    return ends
+
+
 def exact_json(obj: object) -> str:
     """json.dumps that writes Decimal as an exact number literal (the json module cannot)."""
     if isinstance(obj, Decimal):
@@ -137,11 +147,12 @@ def driver_output(result: CompletedProcess) -> list[str]:
     return result.stdout.splitlines()
 
 
-def start_consumer(args: list[str], out: Path) -> subprocess.Popen:
-    """A streaming consumer in its own process group, stdout and stderr into `out`."""
+def start_consumer(args: list[str], out: Path, spark_options: Sequence[str] = ()) -> subprocess.Popen:
+    """A streaming consumer in its own process group, stdout and stderr into `out`; `spark_options`
+    go to spark-submit (`--master spark://...`)."""
     with out.open("a") as sink:
         return subprocess.Popen(
-            spark_submit_command(args),
+            spark_submit_command(args, options=spark_options),
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=pipeline_env(),

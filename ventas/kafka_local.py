@@ -56,6 +56,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free TCP ports on 127.0.0.1 (a cluster's client ports)."""
+    while True:
+        first = free_port()
+        if first + count <= 65536 and all(port_is_free(first + i) for i in range(1, count)):
+            return first
+
+
 def port_is_free(port: int) -> bool:
     """True unless something listens on the port (connections left in TIME_WAIT do not count)."""
     with socket.socket() as sock:
