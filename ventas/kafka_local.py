@@ -84,8 +84,10 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def default_data_dir(port: int) -> Path:
-    return STATE_HOME / f"kafka-{port}"
+def default_data_dir(port: int, brokers: int = 1) -> Path:
+    """kafka-PORT for a single broker, kafka-PORT-cluster for a cluster: `make demo` and
+    `make demo-cluster` can follow each other on the same port."""
+    return STATE_HOME / (f"kafka-{port}" if brokers == 1 else f"kafka-{port}-cluster")
 
 
 @dataclass(frozen=True)
@@ -491,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=None,
         help=f"broker config, data and log, one node-N directory per node of a cluster "
-        f"(default {default_data_dir(DEFAULT_PORT).parent}/kafka-PORT)",
+        f"(default {default_data_dir(DEFAULT_PORT).parent}/kafka-PORT, or kafka-PORT-cluster)",
     )
     parser.add_argument(
         "--topic",
@@ -513,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         "and ACLs (see ventas/secure_broker.py); single broker only",
     )
     args = parser.parse_args(argv)
-    data_dir = (args.data_dir or default_data_dir(args.port)).resolve()
+    data_dir = (args.data_dir or _default_dir(args.command, args.port, args.brokers)).resolve()
     cluster = LocalCluster.found_in(data_dir)
     if args.command == "start" and (args.brokers > 1 or cluster):
         if args.secure:
@@ -526,6 +528,15 @@ def main(argv: list[str] | None = None) -> None:
             _broker_command(args.command, LocalBroker(args.port, data_dir, args.secure), args)
     except UserError as error:
         fail(parser.prog, error)
+
+
+def _default_dir(command: str, port: int, brokers: int) -> Path:
+    """Where start puts the broker or cluster; stop and status without --brokers look for a
+    cluster on that port when no single broker runs there."""
+    single, cluster = default_data_dir(port), default_data_dir(port, brokers=max(brokers, 2))
+    if brokers > 1 or (command != "start" and not LocalBroker(port, single).pid() and cluster.exists()):
+        return cluster
+    return single
 
 
 def _broker_command(command: str, broker: LocalBroker, args: argparse.Namespace) -> None:
