@@ -4,9 +4,10 @@
 addressed by its data directory, which holds its config, log, data and a `broker.json` with the
 PID, so several brokers can run side by side (tests, benchmarks) and `start` twice starts only one.
 A cluster of N nodes keeps one such directory per node (`node-1`, ...) and a `cluster.json` in
---data-dir; node i listens for clients on port P+i-1. Nodes 1 to 3 are combined broker and
-controller nodes (the KRaft quorum's voters), any further node is a broker only: a quorum of 3
-survives the loss of any one node, and more voters would only slow every metadata commit.
+--data-dir; node i listens for clients on port P+i-1. From 3 nodes on, nodes 1 to 3 are combined
+broker and controller nodes (the KRaft quorum's voters) and any further node is a broker only: a
+quorum of 3 survives the loss of any one node, and more voters would only slow every metadata
+commit. A 2-node cluster has one controller, node 1 (a quorum of 2 could lose neither node).
 """
 
 from __future__ import annotations
@@ -415,7 +416,8 @@ class LocalCluster:
             return
         quorum = self.quorum
         cluster_id = quorum.cluster_id or new_cluster_id()
-        controllers = {str(node): free_port() for node in range(1, min(self.size, VOTERS) + 1)}
+        voters = VOTERS if self.size >= VOTERS else 1  # two voters could lose neither: one is no worse
+        controllers = {str(node): free_port() for node in range(1, voters + 1)}
         layout = {"cluster_id": cluster_id, "size": self.size, "controllers": controllers, "port": self.port}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._layout_file.write_text(json.dumps(layout))
