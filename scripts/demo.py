@@ -117,9 +117,10 @@ def main() -> None:
             ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
     finally:
         stop_all(list(processes.values()), again=stop.immediate)  # at once: a stop takes as long as the slower
-        for server, _ in started:
+        for server, _ in reversed(started):
             server.stop()
-        say("demo: stopped producer, consumer" + "".join(f" and {name}" for _, name in started))
+        names = ["producer", "consumer", *(name for _, name in reversed(started))]
+        say(f"demo: stopped {', '.join(names[:-1])} and {names[-1]}")
     if ended:  # it did not wait for Ctrl-C: its own last lines say why
         fail(parser.prog, UserError(", ".join(f"the {name} exited with code {code}" for name, code in ended.items())))
 
