@@ -23,8 +23,7 @@ from ventas.dashboard import add_dashboard_arguments, url
 from ventas.kafka_local import DEFAULT_PORT, LocalBroker, LocalCluster, default_data_dir
 from ventas.processes import producer_command, spark_submit_command, start, stop_all
 from ventas.signals import StopRequest, say
-from ventas.spark_local import DEFAULT_PORT as SPARK_PORT
-from ventas.spark_local import DEFAULT_WEBUI_PORT, SparkCluster, default_state_dir
+from ventas.spark_local import SparkCluster, add_master_arguments, default_state_dir
 
 CLUSTER_BROKERS, CLUSTER_PARTITIONS, CLUSTER_WORKERS = 3, 6, 2
 
@@ -35,7 +34,7 @@ def main() -> None:
         "--port",
         type=positive_int,
         default=env("KAFKA_PORT", str(DEFAULT_PORT)),
-        help="local broker port (env KAFKA_PORT; default %(default)s)",
+        help="local broker port, the first of 3 with --cluster (env KAFKA_PORT; default %(default)s)",
     )
     parser.add_argument("--topic", default=env("KAFKA_TOPIC", DEFAULT_TOPIC), help="(env KAFKA_TOPIC)")
     parser.add_argument(
@@ -50,24 +49,13 @@ def main() -> None:
         action="store_true",
         help=f"{CLUSTER_BROKERS} Kafka nodes and a Spark standalone master with {CLUSTER_WORKERS} workers",
     )
-    parser.add_argument(
-        "--spark-master-port",
-        type=positive_int,
-        default=env("SPARK_MASTER_PORT", str(SPARK_PORT)),
-        help="with --cluster (env SPARK_MASTER_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--spark-webui-port",
-        type=positive_int,
-        default=env("SPARK_MASTER_WEBUI_PORT", str(DEFAULT_WEBUI_PORT)),
-        help="with --cluster (env SPARK_MASTER_WEBUI_PORT; default %(default)s)",
-    )
+    add_master_arguments(parser, prefix="spark-")  # used with --cluster
     args = parser.parse_args()
     if args.cluster:
         kafka = LocalCluster(args.port, CLUSTER_BROKERS, default_data_dir(args.port, CLUSTER_BROKERS))
         spark = SparkCluster(
-            default_state_dir(args.spark_master_port),
-            args.spark_master_port,
+            default_state_dir(args.spark_port),
+            args.spark_port,
             args.spark_webui_port,
             workers=CLUSTER_WORKERS,
         )

@@ -237,6 +237,22 @@ def _report(cluster: SparkCluster) -> list[str]:
     return lines
 
 
+def add_master_arguments(parser: Parser, prefix: str = "") -> None:
+    """--PREFIXport and --PREFIXwebui-port of the master: spark-local's, and the cluster demo's."""
+    parser.add_argument(
+        f"--{prefix}port",
+        type=positive_int,
+        default=env("SPARK_MASTER_PORT", str(DEFAULT_PORT)),
+        help="master port on 127.0.0.1 (env SPARK_MASTER_PORT; default %(default)s)",
+    )
+    parser.add_argument(
+        f"--{prefix}webui-port",
+        type=positive_int,
+        default=env("SPARK_MASTER_WEBUI_PORT", str(DEFAULT_WEBUI_PORT)),
+        help="master web UI port (env SPARK_MASTER_WEBUI_PORT; default %(default)s)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="spark-local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
@@ -259,18 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         help="memory each worker offers to executors, at least spark.executor.memory (1g by default) "
         "(env SPARK_WORKER_MEMORY; default %(default)s)",
     )
-    parser.add_argument(
-        "--port",
-        type=positive_int,
-        default=env("SPARK_MASTER_PORT", str(DEFAULT_PORT)),
-        help="master port on 127.0.0.1 (env SPARK_MASTER_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--webui-port",
-        type=positive_int,
-        default=env("SPARK_MASTER_WEBUI_PORT", str(DEFAULT_WEBUI_PORT)),
-        help="master web UI port (env SPARK_MASTER_WEBUI_PORT; default %(default)s)",
-    )
+    add_master_arguments(parser)
     parser.add_argument(
         "--state-dir",
         type=Path,
