@@ -100,7 +100,8 @@ def streaming_and_loaded(
         wait_for_table(out, consumer, summary_totals(first))
         producer = start_producer(producer_args(bootstrap, topic, second, count=3000, rate=150, seed=seed + 1))
         deadline = time.monotonic() + 60
-        while sum(end_offsets(bootstrap, topic).values()) < 600 and time.monotonic() < deadline:
+        while sum(end_offsets(bootstrap, topic).values()) < 600:
+            assert time.monotonic() < deadline, "the producer sent nothing for a minute"
             time.sleep(0.2)
     except BaseException:
         stop(consumer)
@@ -116,11 +117,11 @@ def test_the_broker_leading_partition_0_killed_mid_stream_loses_no_acknowledged_
     try:
         consumer, producer, summaries = streaming_and_loaded(kafka.bootstrap, topic, tmp_path, [], seed=81)
         leader = partition_states(kafka.bootstrap, topic)[0].leader
+        assert producer.poll() is None  # it is sending
         kafka.node(leader).kill()
         survivors = ",".join(node.bootstrap for node in kafka.nodes if node.node_id != leader)
         assert wait_for_partitions(survivors, topic, lambda states: states[0].leader not in (leader, -1))
-        assert producer.poll() is None  # still sending, to the two nodes left
-        time.sleep(2)
+        time.sleep(2)  # the producer goes on with the two nodes left
         kafka.node(leader).start()
 
         code = producer.wait(timeout=300)
@@ -166,9 +167,9 @@ def test_a_lost_worker_and_its_executors_leave_the_query_running_on_the_other(
     consumer, producer, summaries = streaming_and_loaded(kafka_bootstrap, topic, tmp_path, options, seed=91)
     try:
         assert executors_of(spark_cluster, 2), "worker 2 runs no executor of the query"
+        assert producer.poll() is None  # the query will have new orders to process without worker 2
         killed = spark_cluster.kill_worker(2)
         assert len(killed) >= 2  # the worker and its executor
-        assert producer.poll() is None  # the query has new orders to process without worker 2
         assert producer.wait(timeout=300) == 0, producer.stderr.read()
         truth = added_up(*summaries)
         assert wait_for_table(out, consumer, truth) == truth  # the same query, on worker 1 alone

@@ -348,7 +348,8 @@ def partition_states(bootstrap: str, topic: str) -> dict[int, PartitionState]:
     replica_nodes/isr_nodes (the protocol's own names)."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    # a short timeout: a node just lost may still be in the metadata, and a request to it fails
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=5000)
     try:
         (described,) = admin.describe_topics([topic])
     finally:
