@@ -282,7 +282,7 @@ class LocalBroker:
 
     def create_topics(self, topics: tuple[str, ...], partitions: int) -> None:
         """Create each topic that does not exist yet."""
-        create_topics(self.admin_bootstrap, topics, partitions, SINGLE)
+        create_topics(self.admin_bootstrap, topics, partitions, self.quorum)
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Stop the broker by its recorded PID and wait for it to exit. True when it was running."""
