@@ -25,7 +25,6 @@ from tests.helpers import (
     final_totals,
     printed_lines,
     printed_tables,
-    process_tree,
     producer_args,
     run_consumer,
     run_producer,
@@ -35,6 +34,7 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
+from ventas.daemons import process_tree
 from ventas.dashboard import url
 from ventas.kafka_local import LocalBroker, free_port
 from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
