@@ -63,11 +63,12 @@ def main() -> None:
         kafka, spark = LocalBroker(args.port, default_data_dir(args.port)), None
     stop = StopRequest()  # Ctrl-C, SIGTERM, or SIGHUP when the terminal is closed
     stop.install()
+    kafka_name = "Kafka cluster" if args.cluster else "Kafka broker"
     started = []  # what the demo started, with its name: stopped at the end
     try:
         kafka_started = kafka.start(topics=(args.topic,), partitions=CLUSTER_PARTITIONS if args.cluster else 1)
         if kafka_started:
-            started.append((kafka, "Kafka cluster" if args.cluster else "broker"))
+            started.append((kafka, kafka_name))
         if spark is not None and spark.start():
             started.append((spark, "Spark cluster"))
     except UserError as error:
@@ -76,7 +77,7 @@ def main() -> None:
         fail(parser.prog, error)
     spark_line = f"; Spark master {spark.url}, web UI {spark.webui}" if spark else ""
     say(
-        f"demo: Kafka at {kafka.bootstrap} ({'started' if kafka_started else 'already running'}){spark_line}; "
+        f"demo: {kafka_name} at {kafka.bootstrap} ({'started' if kafka_started else 'already running'}){spark_line}; "
         "Ctrl-C stops everything"
     )
     if args.dashboard_port:
