@@ -21,11 +21,15 @@ SEED_LINE_TESTS := tests/test_consumer.py tests/test_faults.py tests/test_secure
 # wheel for Python 3.13).
 SEED_LINE := $(MAKE) SPARK_LINE=3.5 VENV=.venv-spark3.5 PYTHON=python3
 
-.PHONY: demo test lint deps bench clean
+.PHONY: demo demo-cluster test lint deps bench clean
 
 # Quiet (@): the demo's own first lines are the broker's and the dashboard's addresses.
 demo: deps
 	@$(PY) scripts/demo.py
+
+# The same on clusters: 3 Kafka nodes, a Spark standalone master with 2 workers (scripts/demo.py --cluster).
+demo-cluster: deps
+	@$(PY) scripts/demo.py --cluster
 
 test: deps
 ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
@@ -64,4 +68,6 @@ $(STAMP): requirements.txt requirements-spark3.5.txt requirements-dev.txt
 
 clean:
 	-scripts/kafka-local stop
+	-scripts/kafka-local stop --brokers 3
+	-scripts/spark-local stop
 	rm -rf .venv .venv-spark3.5 .pytest_cache .ruff_cache .hypothesis

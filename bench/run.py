@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from ventas.processes import (  # noqa: E402
     start,
     stop,
 )
+from ventas.spark_local import SparkCluster  # noqa: E402
 
 BENCH = ROOT / "bench"
 SEED_LINE_PYTHON = ROOT / ".venv-spark3.5" / "bin" / "python"
@@ -257,9 +258,11 @@ def consumer_run(
     peaks: list[float],
     timeout_s: float = 900,
     python: Path | None = None,
+    spark_options: Sequence[str] = (),
 ) -> list[tuple[int, int]]:
     """Run our consumer on a fresh checkpoint until it has processed `until_records`; the
-    (records, ms) of each non-empty totals batch. `python`: another Spark line's interpreter."""
+    (records, ms) of each non-empty totals batch. `python`: another Spark line's interpreter;
+    `spark_options` go to spark-submit (--master)."""
     with tempfile.TemporaryDirectory() as state:
         command = spark_submit_command(
             [
@@ -276,6 +279,7 @@ def consumer_run(
                 *extra,
             ],
             python=python,
+            options=spark_options,
         )
         env = line_env(python) if python else None
         process = start(command, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -308,13 +312,23 @@ def batch_ceiling(broker: LocalBroker, topic: str, python: Path | None = None) -
     return int(match.group(1)) / float(match.group(2))
 
 
-def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
-    topic = fill_backlog(broker, args.backlog)
-    peaks: list[float] = []
+def available_now(
+    broker: LocalBroker,
+    topic: str,
+    backlog: int,
+    peaks: list[float],
+    python: Path | None = None,
+    spark_options: Sequence[str] = (),
+) -> float:
+    """Orders/s of `consumer.py --available-now` over the backlog: records over the batches' time."""
+    batches = consumer_run(
+        broker, topic, ["--available-now"], backlog, peaks, python=python, spark_options=spark_options
+    )
+    return sum(r for r, _ in batches) / (sum(ms for _, ms in batches) / 1000)
 
-    def available_now(python: Path | None = None) -> float:
-        batches = consumer_run(broker, topic, ["--available-now"], args.backlog, peaks, python=python)
-        return sum(r for r, _ in batches) / (sum(ms for _, ms in batches) / 1000)
+
+def bench_consumer(broker: LocalBroker, topic: str, args: argparse.Namespace) -> dict:
+    peaks: list[float] = []
 
     def streaming() -> float:
         per_batch = max(args.backlog // 5, 1)
@@ -330,14 +344,16 @@ def bench_consumer(broker: LocalBroker, args: argparse.Namespace) -> dict:
     seed_line = args.seed_line_python
     return {
         "backlog_orders": args.backlog,
-        **repeated("orders_per_s", args.repeat, available_now),
+        **repeated("orders_per_s", args.repeat, lambda: available_now(broker, topic, args.backlog, peaks)),
         **repeated("streaming_orders_per_s", args.repeat, streaming),
         **repeated("batch_ceiling_orders_per_s", args.repeat, lambda: batch_ceiling(broker, topic)),
         "peak_rss_mb": max(peaks),
         "seed_line": seed_line
         and {  # the same backlog through the Spark 3.5 line's spark-submit and connector
             "pyspark": spark_version(seed_line),
-            **repeated("orders_per_s", args.repeat, lambda: available_now(seed_line)),
+            **repeated(
+                "orders_per_s", args.repeat, lambda: available_now(broker, topic, args.backlog, peaks, seed_line)
+            ),
             **repeated("batch_ceiling_orders_per_s", args.repeat, lambda: batch_ceiling(broker, topic, seed_line)),
         },
     }
@@ -347,6 +363,26 @@ def spark_version(python: Path) -> str:
     return subprocess.run(
         [python, "-c", "import pyspark; print(pyspark.__version__)"], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def bench_cluster(broker: LocalBroker, topic: str, args: argparse.Namespace) -> dict:
+    """`consumer.py --available-now` submitted to a Spark standalone cluster of 1, then 2 one-core
+    workers (scripts/spark-local), on the same backlog as the local-mode figures."""
+    figures = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as state:
+            cluster = SparkCluster(Path(state), free_port(), free_port(), workers=workers, cores=1, memory="1g")
+            cluster.start()
+            try:
+                options = ["--master", cluster.url]
+                figures[f"{workers}_workers"] = repeated(
+                    "orders_per_s",
+                    args.repeat,
+                    lambda o=options: available_now(broker, topic, args.backlog, [], spark_options=o),
+                )
+            finally:
+                cluster.stop()
+    return {"backlog_orders": args.backlog, "cores_per_worker": 1, **figures}
 
 
 # ---------------------------------------------------------------- 3. end-to-end latency
@@ -529,14 +565,25 @@ def seed_line_rows(consumer: dict) -> list[str]:
 
 
 def markdown(results: dict) -> str:
-    p, c, lat, m = results["producer"], results["consumer"], results["latency"], results["machine"]
+    m = results["machine"]
+    runs = results["repeat"]
     lines = [
         "# Benchmarks",
         "",
         f"Measured by `make bench` ({results['measured_at']}) on {m['cores']} cores, {m['memory_gib']} GiB, "
         f"Python {m['python']}, pyspark {m['pyspark']}, Kafka broker {m['kafka_broker']}, kafka-python "
-        f"{m['kafka_python']}, {m['java']}. Throughput: median (min to max) of {p['orders_per_s_range']['runs']} runs.",
+        f"{m['kafka_python']}, {m['java']}. Throughput: median (min to max) of {runs} runs.",
         "",
+    ]
+    for section, render in SECTIONS.items():
+        if section in results:
+            lines += render(results)
+    return "\n".join(lines)
+
+
+def producer_markdown(results: dict) -> list[str]:
+    p = results["producer"]
+    return [
         "## Producer (orders/s, acknowledged with acks=all)",
         "",
         "| path | orders/s |",
@@ -556,6 +603,12 @@ def markdown(results: dict) -> str:
         "|---|---|",
         *[f"| {name} | {fmt(figure, 'orders_per_s')} |" for name, figure in p["send_only_by_setting"].items()],
         "",
+    ]
+
+
+def consumer_markdown(results: dict) -> list[str]:
+    c = results["consumer"]
+    return [
         f"## Consumer ({c['backlog_orders']:,} orders of backlog)",
         "",
         "| run | orders/s per micro-batch |",
@@ -567,13 +620,40 @@ def markdown(results: dict) -> str:
         f"- consumer / batch ceiling: **{results['ratios']['consumer_vs_ceiling']}** (target >= 0.7)",
         "",
         *seed_line_rows(c),
+    ]
+
+
+def cluster_markdown(results: dict) -> list[str]:
+    c = results["cluster"]
+    lines = [
+        f"## Consumer on a Spark standalone cluster (the same {c['backlog_orders']:,} orders of backlog)",
+        "",
+        "| `consumer.py --available-now` | orders/s per micro-batch |",
+        "|---|---|",
+    ]
+    if "consumer" in results:
+        local = fmt(results["consumer"], "orders_per_s")
+        lines.append(f"| local mode (`local[*]`, driver and tasks in one JVM) | {local} |")
+    cores = c["cores_per_worker"]
+    lines += [
+        f"| `--master spark://...`, 1 worker of {cores} core | {fmt(c['1_workers'], 'orders_per_s')} |",
+        f"| `--master spark://...`, 2 workers of {cores} core each | {fmt(c['2_workers'], 'orders_per_s')} |",
+        "",
+        f"- 2 workers / 1 worker: **{results['ratios']['cluster_2_vs_1_workers']}**",
+        "",
+    ]
+    return lines
+
+
+def latency_markdown(results: dict) -> list[str]:
+    lines = [
         "## End-to-end latency (broker acknowledgement -> first printed table listing the order)",
         "",
         "| rate (orders/s) | load achieved, ours / naive (orders/s) | ran first | ours p50 / p95 / max (s) | "
         "naive p50 / p95 / max (s) | p95 naive / ours |",
         "|---|---|---|---|---|---|",
     ]
-    for rate, pair in lat.items():
+    for rate, pair in results["latency"].items():
         o, n = pair["ours"], pair["naive"]
         lines.append(
             f"| {rate} | {o['load_orders_per_s']} / {n['load_orders_per_s']} | {pair['first']} | "
@@ -585,6 +665,12 @@ def markdown(results: dict) -> str:
         "Naive: the seed's code path with Spark's defaults (200 shuffle partitions, default trigger, "
         "console sink), `bench/naive_consumer.py`. Target: ours p95 at 1,000/s at most a fifth of naive's.",
         "",
+    ]
+    return lines
+
+
+def memory_markdown(results: dict) -> list[str]:
+    return [
         "## Peak memory (RSS, MB, process and children)",
         "",
         "| process | MB |",
@@ -592,12 +678,27 @@ def markdown(results: dict) -> str:
         *[f"| {name} | {value} |" for name, value in results["peak_rss_mb"].items()],
         "",
     ]
-    return "\n".join(lines)
+
+
+SECTIONS = {  # what --sections chooses from, in the order measured and shown
+    "producer": producer_markdown,
+    "consumer": consumer_markdown,
+    "cluster": cluster_markdown,
+    "latency": latency_markdown,
+    "peak_rss_mb": memory_markdown,
+}
 
 
 def main() -> None:
     parser = Parser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=list(SECTIONS)[:-1],
+        default=list(SECTIONS)[:-1],
+        help="what to measure (default: everything); consumer and cluster read the same backlog",
+    )
     parser.add_argument("--producer-orders", type=int, default=50_000)
     parser.add_argument("--java-records", type=int, default=300_000)
     parser.add_argument("--backlog", type=int, default=1_000_000)
@@ -617,44 +718,63 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the broker below is stopped, by PID
 
+    results: dict = {"measured_at": datetime.now().isoformat(timespec="seconds"), "repeat": args.repeat}
     with tempfile.TemporaryDirectory() as data_dir:
         broker = LocalBroker(free_port(), Path(data_dir))
         broker.start()
         try:
-            print("producer ...", file=sys.stderr, flush=True)
-            producer = bench_producer(broker, args)
-            print("consumer ...", file=sys.stderr, flush=True)
-            consumer = bench_consumer(broker, args)
-            print("latency ...", file=sys.stderr, flush=True)
-            latency, memory = bench_latency(broker, args)
+            if "producer" in args.sections:
+                print("producer ...", file=sys.stderr, flush=True)
+                results["producer"] = bench_producer(broker, args)
+            backlog = fill_backlog(broker, args.backlog) if {"consumer", "cluster"} & set(args.sections) else ""
+            if "consumer" in args.sections:
+                print("consumer ...", file=sys.stderr, flush=True)
+                results["consumer"] = bench_consumer(broker, backlog, args)
+            if "cluster" in args.sections:
+                print("consumer on a standalone cluster, 1 and 2 workers ...", file=sys.stderr, flush=True)
+                results["cluster"] = bench_cluster(broker, backlog, args)
+            if "latency" in args.sections:
+                print("latency ...", file=sys.stderr, flush=True)
+                results["latency"], memory = bench_latency(broker, args)
         finally:
             broker.stop()
-    results = {
-        "measured_at": datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
-        "producer": producer,
-        "consumer": consumer,
-        "latency": latency,
-        "peak_rss_mb": {
-            "producer (--rate 0)": producer["peak_rss_mb"],
-            "producer (latency load)": memory["producer"],
-            "spark driver, consumer throughput": consumer["peak_rss_mb"],
-            "spark driver, ours (latency)": memory["driver_ours"],
-            "spark driver, naive (latency)": memory["driver_naive"],
-        },
-    }
-    results["ratios"] = {
-        "producer_vs_generation": ratio(producer["orders_per_s"], producer["generation_only_orders_per_s"]),
-        "producer_vs_java": ratio(producer["orders_per_s"], producer["java_perf_records_per_s"]),
-        "consumer_vs_ceiling": ratio(consumer["orders_per_s"], consumer["batch_ceiling_orders_per_s"]),
-        "latency_p95_naive_vs_ours": {
-            rate: ratio(pair["naive"]["p95_s"], pair["ours"]["p95_s"]) for rate, pair in latency.items()
-        },
-    }
+    results["machine"] = machine()
+    results["peak_rss_mb"] = peak_memory(results, memory if "latency" in results else {})
+    results["ratios"] = ratios(results)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     args.markdown.write_text(table)
     print(table)
+
+
+def peak_memory(results: dict, latency_memory: dict) -> dict:
+    named = {
+        "producer (--rate 0)": results.get("producer", {}).get("peak_rss_mb"),
+        "producer (latency load)": latency_memory.get("producer"),
+        "spark driver, consumer throughput": results.get("consumer", {}).get("peak_rss_mb"),
+        "spark driver, ours (latency)": latency_memory.get("driver_ours"),
+        "spark driver, naive (latency)": latency_memory.get("driver_naive"),
+    }
+    return {name: mb for name, mb in named.items() if mb is not None}
+
+
+def ratios(results: dict) -> dict:
+    """The ratios the report states, for the sections measured."""
+    found = {}
+    if producer := results.get("producer"):
+        found["producer_vs_generation"] = ratio(producer["orders_per_s"], producer["generation_only_orders_per_s"])
+        found["producer_vs_java"] = ratio(producer["orders_per_s"], producer["java_perf_records_per_s"])
+    if consumer := results.get("consumer"):
+        found["consumer_vs_ceiling"] = ratio(consumer["orders_per_s"], consumer["batch_ceiling_orders_per_s"])
+    if cluster := results.get("cluster"):
+        found["cluster_2_vs_1_workers"] = ratio(
+            cluster["2_workers"]["orders_per_s"], cluster["1_workers"]["orders_per_s"]
+        )
+    if latency := results.get("latency"):
+        found["latency_p95_naive_vs_ours"] = {
+            rate: ratio(pair["naive"]["p95_s"], pair["ours"]["p95_s"]) for rate, pair in latency.items()
+        }
+    return found
 
 
 if __name__ == "__main__":

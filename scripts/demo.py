@@ -5,6 +5,10 @@ runs producer.py and consumer.py (through spark-submit) side by side; the consum
 refreshes after every micro-batch, and so does its dashboard page (its address is the second line).
 Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops all three, the broker only if the demo started
 it; a second one passes "stop at once" on.
+
+`make demo-cluster` (--cluster): the same on clusters: 3 Kafka nodes (ports KAFKA_PORT to
+KAFKA_PORT+2, topic on 6 partitions replicated 3 times), a Spark standalone master with 2 workers,
+and the consumer submitted to that master. It stops what it started, and only that.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ventas.config import DEFAULT_TOPIC, Parser, UserError, env, fail, non_negative_float, positive_int
+from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, non_negative_float, positive_int
 from ventas.dashboard import add_dashboard_arguments, url
-from ventas.kafka_local import DEFAULT_PORT, LocalBroker, default_data_dir
+from ventas.kafka_local import DEFAULT_PORT, LocalBroker, LocalCluster, default_data_dir
 from ventas.processes import producer_command, spark_submit_command, start, stop_all
 from ventas.signals import StopRequest, say
+from ventas.spark_local import SparkCluster, add_master_arguments, default_state_dir
+
+CLUSTER_BROKERS, CLUSTER_PARTITIONS, CLUSTER_WORKERS = 3, 6, 2
 
 
 def main() -> None:
@@ -27,7 +34,7 @@ def main() -> None:
         "--port",
         type=positive_int,
         default=env("KAFKA_PORT", str(DEFAULT_PORT)),
-        help="local broker port (env KAFKA_PORT; default %(default)s)",
+        help="local broker port, the first of 3 with --cluster (env KAFKA_PORT; default %(default)s)",
     )
     parser.add_argument("--topic", default=env("KAFKA_TOPIC", DEFAULT_TOPIC), help="(env KAFKA_TOPIC)")
     parser.add_argument(
@@ -37,40 +44,72 @@ def main() -> None:
         help="orders per second (env PRODUCER_RATE; default %(default)s)",
     )
     add_dashboard_arguments(parser)
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"{CLUSTER_BROKERS} Kafka nodes and a Spark standalone master with {CLUSTER_WORKERS} workers",
+    )
+    add_master_arguments(parser, prefix="spark-")  # used with --cluster
     args = parser.parse_args()
-    broker = LocalBroker(args.port, default_data_dir(args.port))
+    if args.cluster:
+        kafka = LocalCluster(args.port, CLUSTER_BROKERS, default_data_dir(args.port, CLUSTER_BROKERS))
+        spark = SparkCluster(
+            default_state_dir(args.spark_port),
+            args.spark_port,
+            args.spark_webui_port,
+            workers=CLUSTER_WORKERS,
+        )
+    else:
+        kafka, spark = LocalBroker(args.port, default_data_dir(args.port)), None
     stop = StopRequest()  # Ctrl-C, SIGTERM, or SIGHUP when the terminal is closed
     stop.install()
+    kafka_name = "Kafka cluster" if args.cluster else "Kafka broker"
+    started = []  # what the demo started, with its name: stopped at the end
     try:
-        started_broker = broker.start(topics=(args.topic,))
+        kafka_started = kafka.start(topics=(args.topic,), partitions=CLUSTER_PARTITIONS if args.cluster else 1)
+        if kafka_started:
+            started.append((kafka, kafka_name))
+        if spark is not None and spark.start():
+            started.append((spark, "Spark cluster"))
     except UserError as error:
+        for server, _ in started:
+            server.stop()
         fail(parser.prog, error)
+    spark_line = f"; Spark master {spark.url}, web UI {spark.webui}" if spark else ""
     say(
-        f"demo: Kafka broker at {broker.bootstrap} ({'started' if started_broker else 'already running'}); "
+        f"demo: {kafka_name} at {kafka.bootstrap} ({'started' if kafka_started else 'already running'}){spark_line}; "
         "Ctrl-C stops everything"
     )
     if args.dashboard_port:
         say(f"demo: dashboard at {url(args.dashboard_host, args.dashboard_port)} (live totals, in a browser)")
     else:
         say("demo: dashboard off (--dashboard-port 0)")
-    kafka = ["--bootstrap-servers", broker.bootstrap, "--topic", args.topic]
     dashboard = ["--dashboard-port", str(args.dashboard_port), "--dashboard-host", args.dashboard_host]
+    consumer = ["--bootstrap-servers", kafka.bootstrap, "--topic", args.topic, *dashboard]
+    if args.cluster:  # its own checkpoint: the single broker's offsets mean nothing on the cluster's topic
+        state = STATE_HOME / "cluster"
+        consumer += [
+            *("--checkpoint-location", env("CHECKPOINT_LOCATION", str(state / "checkpoints" / args.topic))),
+            *("--rejected-path", env("REJECTED_PATH", str(state / "rejected" / args.topic))),
+        ]
     processes = {}
     ended = {}
     try:
         if not stop.requested.is_set():
             processes["producer"] = start(
-                producer_command(broker.bootstrap, args.topic, "--rate", str(args.rate), "--log-level", "INFO")
+                producer_command(kafka.bootstrap, args.topic, "--rate", str(args.rate), "--log-level", "INFO")
             )
-            processes["consumer"] = start(spark_submit_command(kafka + dashboard))
+            options = ["--master", spark.url] if spark else []
+            processes["consumer"] = start(spark_submit_command(consumer, options=options))
         while not stop.requested.is_set() and not ended:
             stop.requested.wait(0.5)
             ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
     finally:
         stop_all(list(processes.values()), again=stop.immediate)  # at once: a stop takes as long as the slower
-        if started_broker:
-            broker.stop()
-        say("demo: stopped producer, consumer" + (" and broker" if started_broker else ""))
+        for server, _ in reversed(started):
+            server.stop()
+        names = ["producer", "consumer", *(name for _, name in reversed(started))]
+        say(f"demo: stopped {', '.join(names[:-1])} and {names[-1]}")
     if ended:  # it did not wait for Ctrl-C: its own last lines say why
         fail(parser.prog, UserError(", ".join(f"the {name} exited with code {code}" for name, code in ended.items())))
 

@@ -14,10 +14,12 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
 
+from ventas.daemons import start_time
 from ventas.processes import ROOT, pipeline_env, spark_submit_command
 
 TIMEOUT_S = 300
@@ -111,6 +113,15 @@ def read_topic(bootstrap: str, topic: str) -> list:
         consumer.close()
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+    consumer.close()
+    return ends
+
+
 def exact_json(obj: object) -> str:
     """json.dumps that writes Decimal as an exact number literal (the json module cannot)."""
     if isinstance(obj, Decimal):
@@ -136,11 +147,12 @@ def driver_output(result: CompletedProcess) -> list[str]:
     return result.stdout.splitlines()
 
 
-def start_consumer(args: list[str], out: Path) -> subprocess.Popen:
-    """A streaming consumer in its own process group, stdout and stderr into `out`."""
+def start_consumer(args: list[str], out: Path, spark_options: Sequence[str] = ()) -> subprocess.Popen:
+    """A streaming consumer in its own process group, stdout and stderr into `out`; `spark_options`
+    go to spark-submit (`--master spark://...`)."""
     with out.open("a") as sink:
         return subprocess.Popen(
-            spark_submit_command(args),
+            spark_submit_command(args, options=spark_options),
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=pipeline_env(),
@@ -252,30 +264,6 @@ class Terminal:
         return code
 
 
-def process_tree(root_pid: int) -> set[tuple[int, str]]:
-    """The process and all its descendants, as (pid, start time) so that a reused PID is not mistaken
-    for one of them; processes that started their own session are included."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        tree.update(children)
-        frontier = children
-    return {(pid, start) for pid in tree if (start := _start_time(pid))}
-
-
-def _start_time(pid: int) -> str | None:
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            return fields[19]
-    return None
-
-
 def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> list[str]:
     """Command lines of those processes that still run once `timeout_s` has passed (or sooner, once
     none runs)."""
@@ -284,7 +272,7 @@ def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> lis
         running = []
         for pid, start in processes:
             with contextlib.suppress(OSError):
-                if _start_time(pid) == start:
+                if start_time(pid) == start:
                     running.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:200])
         if not running or time.monotonic() >= deadline:
             return running

@@ -63,12 +63,16 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
         seed_line = figures["consumer"]["seed_line"]
         assert seed_line["pyspark"].startswith("3.5.")
         assert seed_line["orders_per_s"] > 0 and seed_line["batch_ceiling_orders_per_s"] > 0
+    for workers in ("1_workers", "2_workers"):  # the consumer on a standalone cluster, same backlog
+        assert figures["cluster"][workers]["orders_per_s"] > 0, workers
+    assert figures["cluster"]["backlog_orders"] == figures["consumer"]["backlog_orders"] == 3000
     for consumer in ("ours", "naive"):
         latency = figures["latency"]["100"][consumer]
         assert latency["markers"] >= 1 and 0 < latency["p50_s"] <= latency["p95_s"] <= latency["max_s"]
         assert latency["load_orders_per_s"] > 0  # what the load producer achieved, printed beside the row
     assert figures["latency"]["100"]["first"] == "ours"
     assert "latency at 100/s: load achieved " in result.stderr
+    assert "| `--master spark://...`, 2 workers of 1 core each | " in markdown.read_text()
     assert all(mb > 0 for mb in figures["peak_rss_mb"].values())
     assert figures["machine"]["cores"] >= 1
     row = next(line for line in markdown.read_text().splitlines() if line.startswith("| 100 |"))

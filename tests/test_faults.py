@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import (
     consumer_args,
     driver_output,
+    end_offsets,
     final_totals,
     printed_lines,
     printed_tables,
@@ -138,15 +139,6 @@ def test_a_poison_flood_is_counted_and_set_aside(kafka_bootstrap: str, topic: st
     assert len(rejected_rows(tmp_path / "rejected")) == len(poison)
     counts = [int(line.split()[1]) for line in printed_lines(result) if line.startswith("Rejected: ")]
     assert sum(counts) == len(poison)
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
-    consumer.close()
-    return ends
 
 
 def delete_all_records(bootstrap: str, topic: str) -> dict:

@@ -99,3 +99,40 @@ def test_cluster_ids_never_look_like_an_option() -> None:
 
     ids = [new_cluster_id() for _ in range(5000)]  # about 78 would start with '-' if unchecked
     assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
+
+
+def test_a_three_node_cluster_starts_reports_each_node_and_stops(tmp_path: Path) -> None:
+    from ventas.jars import ensure_kafka_libs
+    from ventas.kafka_local import free_ports, partition_states
+
+    port, data_dir = free_ports(3), tmp_path / "cluster"
+    where = ["--port", str(port), "--data-dir", str(data_dir)]
+    started = kafka_local("start", "--brokers", "3", *where, "--topic", "ventas-events", "--partitions", "3")
+    try:
+        assert started.returncode == 0, started.stderr
+        bootstrap = started.stdout.strip()
+        assert bootstrap == f"127.0.0.1:{port},127.0.0.1:{port + 1},127.0.0.1:{port + 2}"
+        status = kafka_local("status", "--data-dir", str(data_dir))  # the cluster is found in its data dir
+        assert status.returncode == 0, status.stdout
+        lines = status.stdout.splitlines()
+        assert [line.split(": running (pid ")[0] for line in lines] == [
+            f"node {i + 1} at 127.0.0.1:{port + i}" for i in range(3)
+        ]
+        assert all(len(java_processes_using(data_dir / f"node-{i}")) == 1 for i in (1, 2, 3))
+        states = partition_states(bootstrap, "ventas-events")
+        assert sorted(states) == [0, 1, 2] and all(len(set(s.replicas)) == 3 for s in states.values())
+        describe = ["--bootstrap-server", bootstrap, "--entity-type", "topics", "--entity-name", "ventas-events"]
+        configs = subprocess.run(
+            ["java", "-cp", f"{ensure_kafka_libs()}/*", "kafka.admin.ConfigCommand", *describe, "--describe"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert "min.insync.replicas=2 " in configs, configs
+        mismatch = kafka_local("start", "--brokers", "2", *where)
+        assert mismatch.returncode == 1
+        assert mismatch.stderr.strip() == f"kafka-local: error: {data_dir} holds a 3-node cluster: pass --brokers 3"
+    finally:
+        stopped = kafka_local("stop", "--data-dir", str(data_dir))
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
+    assert java_processes_using(data_dir) == []
+    assert kafka_local("status", "--data-dir", str(data_dir)).returncode == 3

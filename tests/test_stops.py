@@ -25,7 +25,6 @@ from tests.helpers import (
     final_totals,
     printed_lines,
     printed_tables,
-    process_tree,
     producer_args,
     run_consumer,
     run_producer,
@@ -35,6 +34,7 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
+from ventas.daemons import process_tree
 from ventas.dashboard import url
 from ventas.kafka_local import LocalBroker, free_port
 from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
@@ -157,7 +157,7 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
         assert "Traceback" not in text, f"{how}: {text[-3000:]}"
         tables = printed_tables(text)
         if how != "terminal closed":  # what it printed after the terminal closed went nowhere
-            assert "consumer: stopped after batch" in text and "demo: stopped producer, consumer and broker" in text
+            assert "consumer: stopped after batch" in text and "demo: stopped producer, consumer and Kafka broker" in text
         if previous:
             assert_never_decreasing([previous[-1], tables[0]])
             assert sum(tables[0].values()) > sum(previous[-1].values()) / 2  # continued, not recounting

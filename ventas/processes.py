@@ -32,12 +32,16 @@ def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def spark_submit_command(
-    args: Sequence[str], script: Path = ROOT / "consumer.py", python: Path | None = None
+    args: Sequence[str],
+    script: Path = ROOT / "consumer.py",
+    python: Path | None = None,
+    options: Sequence[str] = (),
 ) -> list[str]:
-    """`spark-submit --jars <connector jars> consumer.py ARGS` with the installed pyspark's spark-submit:
-    the jars `make deps` cached, so no Ivy resolution (nor its report) at every start. `python`: the
-    interpreter of another environment (the seed's Spark line), whose spark-submit and jars are used;
-    run the command with line_env(python)."""
+    """`spark-submit OPTIONS --jars <connector jars> consumer.py ARGS` with the installed pyspark's
+    spark-submit: the jars `make deps` cached, so no Ivy resolution (nor its report) at every start.
+    OPTIONS are spark-submit's own (`--master spark://...`). `python`: the interpreter of another
+    environment (the seed's Spark line), whose spark-submit and jars are used; run the command with
+    line_env(python)."""
     if python is None:
         python, jars = Path(sys.executable), ",".join(map(str, spark_kafka_jars()))
     else:
@@ -45,7 +49,7 @@ def spark_submit_command(
         if listed.returncode != 0:
             raise UserError(f"{python} -m ventas.jars failed: {listed.stderr.strip()}")
         jars = listed.stdout.strip()
-    return [str(python.parent / "spark-submit"), "--jars", jars, str(script), *args]
+    return [str(python.parent / "spark-submit"), *options, "--jars", jars, str(script), *args]
 
 
 def line_env(python: Path) -> dict[str, str]:
