@@ -20,6 +20,9 @@ SEED_LINE_TESTS := tests/test_consumer.py tests/test_faults.py tests/test_secure
 # The 3.5 line's environment, whatever PYTHON and VENV the default line was given (its NumPy 1 has no
 # wheel for Python 3.13).
 SEED_LINE := $(MAKE) SPARK_LINE=3.5 VENV=.venv-spark3.5 PYTHON=python3
+# Tests run in this many processes (pytest-xdist; 0 runs them in pytest's own). Each test has its own
+# ports and directories, and each process its own broker and SparkSession.
+TEST_WORKERS ?= 2
 
 .PHONY: demo demo-cluster test lint deps bench clean
 
@@ -37,7 +40,7 @@ ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
 endif
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
 	$(SEED_LINE) test PYTEST_ARGS="$(SEED_LINE_TESTS)"
 endif

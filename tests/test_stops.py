@@ -157,7 +157,8 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
         assert "Traceback" not in text, f"{how}: {text[-3000:]}"
         tables = printed_tables(text)
         if how != "terminal closed":  # what it printed after the terminal closed went nowhere
-            assert "consumer: stopped after batch" in text and "demo: stopped producer, consumer and Kafka broker" in text
+            assert "consumer: stopped after batch" in text
+            assert "demo: stopped producer, consumer and Kafka broker" in text
         if previous:
             assert_never_decreasing([previous[-1], tables[0]])
             assert sum(tables[0].values()) > sum(previous[-1].values()) / 2  # continued, not recounting
