@@ -27,6 +27,7 @@ from ventas.config import (
     Parser,
     UserError,
     add_kafka_arguments,
+    any_reachable,
     env,
     fail,
     non_negative_float,
@@ -160,6 +161,10 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
         try:
             producer.partitions_for(args.topic)
         except KafkaTimeoutError:
+            if not any_reachable(args.bootstrap_servers):
+                raise UserError(
+                    f"the broker at {args.bootstrap_servers} stopped answering while looking up topic {args.topic!r}"
+                ) from None
             raise UserError(f"topic {args.topic!r} not found on {args.bootstrap_servers}") from None
         except TopicAuthorizationFailedError:
             raise UserError(f"user {security.username!r} is not authorized to use topic {args.topic!r}") from None

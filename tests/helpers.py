@@ -122,6 +122,15 @@ def end_offsets(bootstrap: str, topic: str) -> dict:
     return ends
 
 
+def wait_for_records(bootstrap: str, topic: str, at_least: int, timeout_s: float = 60) -> None:
+    """Until the topic holds `at_least` records: a producer started is not yet a producer sending (a
+    loaded machine can take seconds to start one)."""
+    deadline = time.monotonic() + timeout_s
+    while (held := sum(end_offsets(bootstrap, topic).values())) < at_least:
+        assert time.monotonic() < deadline, f"the topic holds {held} records after {timeout_s:g} s, not {at_least}"
+        time.sleep(0.2)
+
+
 def exact_json(obj: object) -> str:
     """json.dumps that writes Decimal as an exact number literal (the json module cannot)."""
     if isinstance(obj, Decimal):

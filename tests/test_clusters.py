@@ -23,6 +23,7 @@ from tests.helpers import (
     start_consumer,
     start_producer,
     summary_totals,
+    wait_for_records,
     wait_for_table,
 )
 from ventas.daemons import start_time
@@ -99,10 +100,7 @@ def streaming_and_loaded(
     try:
         wait_for_table(out, consumer, summary_totals(first))
         producer = start_producer(producer_args(bootstrap, topic, second, count=3000, rate=150, seed=seed + 1))
-        deadline = time.monotonic() + 60
-        while sum(end_offsets(bootstrap, topic).values()) < 600:
-            assert time.monotonic() < deadline, "the producer sent nothing for a minute"
-            time.sleep(0.2)
+        wait_for_records(bootstrap, topic, 600)
     except BaseException:
         stop(consumer)
         raise

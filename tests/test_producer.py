@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import read_topic, run_producer, summary_totals
+from tests.helpers import read_topic, run_producer, summary_totals, wait_for_records
+from ventas.config import any_reachable
 from ventas.kafka_local import free_port
 from ventas.orders import OrderGenerator
 from ventas.processes import ROOT, pipeline_env
@@ -90,7 +91,11 @@ def test_sigterm_flushes_and_the_summary_matches_the_topic(kafka_bootstrap: str,
         text=True,
         env=pipeline_env(),
     )
-    time.sleep(3)
+    try:
+        wait_for_records(kafka_bootstrap, topic, 300)
+    except BaseException:
+        process.kill()
+        raise
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
@@ -98,7 +103,7 @@ def test_sigterm_flushes_and_the_summary_matches_the_topic(kafka_bootstrap: str,
 
     records = read_topic(kafka_bootstrap, topic)
     written = json.loads(summary.read_text())
-    assert written["orders_acknowledged"] == len(records) > 100
+    assert written["orders_acknowledged"] == len(records) >= 300
     assert summary_totals(summary) == totals_of([r.value for r in records])
 
 
@@ -114,6 +119,14 @@ def test_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
         "(start one with: scripts/kafka-local start)"
     ]
     assert not summary.exists()
+
+
+def test_a_listening_broker_port_is_told_from_a_closed_one() -> None:
+    """What tells a broker gone during the topic lookup from a missing topic (both time out)."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        assert any_reachable(f"127.0.0.1:{free_port()},127.0.0.1:{port}")
+    assert not any_reachable(f"127.0.0.1:{port}")
 
 
 @pytest.mark.parametrize(

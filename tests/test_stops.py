@@ -32,6 +32,7 @@ from tests.helpers import (
     start_producer,
     still_running,
     summary_totals,
+    wait_for_records,
     wait_for_table,
 )
 from ventas.daemons import process_tree
@@ -245,7 +246,7 @@ def test_a_second_signal_stops_a_producer_waiting_for_a_dead_broker(tmp_path: Pa
     summary = tmp_path / "summary.json"
     producer = start_producer(producer_args(broker.bootstrap, "ventas-events", summary, 10**9, 200, 101))
     try:
-        time.sleep(3)
+        wait_for_records(broker.bootstrap, "ventas-events", 200)
         broker.kill()
         time.sleep(2)  # orders sent since then wait for a broker that is gone
         producer.send_signal(signal.SIGTERM)

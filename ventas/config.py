@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -126,6 +127,19 @@ def bootstrap_list(servers: str) -> list[str]:
     if not hosts:
         raise UserError("no bootstrap servers given", EXIT_USAGE)
     return hosts
+
+
+def any_reachable(servers: str, timeout_s: float = 2.0) -> bool:
+    """Whether any bootstrap server accepts a TCP connection now: tells a broker gone quiet from a
+    missing topic when a Kafka client only says that it timed out."""
+    for server in bootstrap_list(servers):
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def setup_logging(level: str) -> None:
