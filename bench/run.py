@@ -639,7 +639,12 @@ def cluster_markdown(results: dict) -> list[str]:
         f"| `--master spark://...`, 1 worker of {cores} core | {fmt(c['1_workers'], 'orders_per_s')} |",
         f"| `--master spark://...`, 2 workers of {cores} core each | {fmt(c['2_workers'], 'orders_per_s')} |",
         "",
-        f"- 2 workers / 1 worker: **{results['ratios']['cluster_2_vs_1_workers']}**",
+        f"- 2 workers / 1 worker: **{results['ratios']['cluster_2_vs_1_workers']}**. What limits it on "
+        f"{results['machine']['cores']} cores: a second worker adds a task slot but no CPU. The driver (planning "
+        "each micro-batch, collecting the table), the broker serving the fetches and every executor JVM share "
+        "the same cores, and each task crosses JVMs (serialization, RPC, shuffle over loopback), which local "
+        "mode does not pay. More workers pay off with more cores, and at least as many topic partitions as "
+        "task slots.",
         "",
     ]
     return lines
