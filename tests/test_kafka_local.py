@@ -70,6 +70,31 @@ def _topics(bootstrap: str) -> list[str]:
         admin.close()
 
 
+def test_ports_are_picked_at_random_below_the_ephemeral_range_and_free(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Client sockets take their local ports from the kernel's ephemeral range, so a port picked
+    there can be taken before the broker binds it (seen: a cluster node's `Address already in use`
+    while another test run connected to its brokers)."""
+    from ventas import kafka_local
+
+    port_range = tmp_path / "ip_local_port_range"
+    port_range.write_text("40000\t60999\n")
+    monkeypatch.setattr(kafka_local, "EPHEMERAL_PORT_RANGE", port_range)
+    firsts = [kafka_local.free_ports(3) for _ in range(200)]
+    assert all(first >= 20000 and first + 2 < 40000 for first in firsts)
+    assert len(set(firsts)) > 150  # at random: two runs starting at once rarely meet
+
+    taken = kafka_local.free_port()
+    with socket.create_server(("127.0.0.1", taken)):
+        picks, pick_at_random = iter([taken - 1]), kafka_local._PORT_PICKER.choice
+        monkeypatch.setattr(
+            kafka_local._PORT_PICKER, "choice", lambda ports: next(picks, None) or pick_at_random(ports)
+        )
+        first = kafka_local.free_ports(3)  # not taken - 1: taken - 1 to taken + 1 holds a listener
+    assert first != taken - 1 and taken not in range(first, first + 3)
+
+
 def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

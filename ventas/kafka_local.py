@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,7 @@ DEFAULT_PORT = 9092
 STATE_FILE = "broker.json"
 READY_POLL_S = 2.0  # how often a starting broker is checked for having exited
 CLUSTER_FILE = "cluster.json"
+EPHEMERAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 VOTERS = 3  # controllers of a cluster of 3 nodes or more: the quorum survives one lost node
 
 LOG4J2_PROPERTIES = """\
@@ -51,18 +53,31 @@ logger.state.level = WARN
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now (see free_ports)."""
+    return free_ports(1)
 
 
 def free_ports(count: int) -> int:
-    """The first of `count` consecutive free TCP ports on 127.0.0.1 (a cluster's client ports)."""
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on, picked at
+    random below the kernel's ephemeral range. Every outgoing connection takes its local port from
+    that range, so a port picked there (as binding port 0 does) can be taken by some client's
+    socket before the server that was to listen on it binds it."""
+    ephemeral_from = _ephemeral_ports_from()
+    candidates = range(max(1024, ephemeral_from // 2), ephemeral_from - count + 1)
     while True:
-        first = free_port()
-        if first + count <= 65536 and all(port_is_free(first + i) for i in range(1, count)):
+        first = _PORT_PICKER.choice(candidates)
+        if all(port_is_free(first + i) for i in range(count)):
             return first
+
+
+_PORT_PICKER = random.SystemRandom()  # not the global generator, which tests may seed alike in each process
+
+
+def _ephemeral_ports_from() -> int:
+    try:
+        return int(EPHEMERAL_PORT_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; BSD and macOS start higher, at 49152
 
 
 def port_is_free(port: int) -> bool:
