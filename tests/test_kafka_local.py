@@ -95,6 +95,33 @@ def test_ports_are_picked_at_random_below_the_ephemeral_range_and_free(
     assert first != taken - 1 and taken not in range(first, first + 3)
 
 
+def test_topic_creation_asks_again_while_a_new_clusters_metadata_lacks_a_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen once in the 10x loop: a 3-node cluster just started named node 3 as controller while the
+    metadata the admin client had did not list node 3 yet."""
+    from kafka.errors import TopicAuthorizationFailedError, UnknownBrokerIdError
+
+    from ventas import kafka_local
+
+    outcomes = [UnknownBrokerIdError(3), None]
+
+    def create_once(*_: object) -> None:
+        if error := outcomes.pop(0):
+            raise error
+
+    monkeypatch.setattr(kafka_local, "_create_missing_topics", create_once)
+    monkeypatch.setattr(kafka_local.time, "sleep", lambda _: None)
+    quorum = kafka_local.Quorum("id", 3, {})
+    kafka_local.create_topics("127.0.0.1:1", ("t",), 1, quorum)
+    assert outcomes == []  # asked again, then created
+
+    outcomes[:] = [TopicAuthorizationFailedError(), None]
+    with pytest.raises(TopicAuthorizationFailedError):  # not a matter of time: no second try
+        kafka_local.create_topics("127.0.0.1:1", ("t",), 1, quorum)
+    assert outcomes == [None]
+
+
 def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

@@ -36,6 +36,7 @@ DEFAULT_PORT = 9092
 STATE_FILE = "broker.json"
 READY_POLL_S = 2.0  # how often a starting broker is checked for having exited
 CLUSTER_FILE = "cluster.json"
+TOPICS_CREATED_S = 60.0  # for a new cluster's metadata to name every node
 EPHEMERAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 VOTERS = 3  # controllers of a cluster of 3 nodes or more: the quorum survives one lost node
 
@@ -316,12 +317,27 @@ class LocalBroker:
 
 def create_topics(bootstrap: str, topics: tuple[str, ...], partitions: int, quorum: Quorum) -> None:
     """Create each topic that does not exist yet, replicated as the cluster's size allows, and wait
-    until every partition has a leader."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError
+    until every partition has a leader. Right after a cluster starts, a node's metadata can still lack
+    another node (seen: `UnknownBrokerIdError: 3` for the node named as controller): a new admin
+    client asks again, for up to TOPICS_CREATED_S."""
+    from kafka.errors import KafkaError, UnknownBrokerIdError
 
     if not topics:
         return
+    deadline = time.monotonic() + TOPICS_CREATED_S
+    while True:
+        try:
+            return _create_missing_topics(bootstrap, topics, partitions, quorum)
+        except KafkaError as error:
+            if not (error.retriable or isinstance(error, UnknownBrokerIdError)) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _create_missing_topics(bootstrap: str, topics: tuple[str, ...], partitions: int, quorum: Quorum) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
     configs = {"min.insync.replicas": str(quorum.min_insync_replicas)} if quorum.size > 1 else {}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     try:
