@@ -587,9 +587,12 @@ def stop_signals_left_to_the_driver(spark: SparkSession, stop: StopRequest) -> I
     previous = {name: jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), h) for name, h in handlers.items()}
     try:
         yield
-    finally:  # a signal that comes once this driver is done is the JVM's own again
+    finally:
+        # After a stop, the JVM ignores further signals: the stop they ask for is under way, and its own
+        # handler would end the process with 128+signal (a quick second Ctrl-C or SIGTERM lands here).
+        # Otherwise a signal that comes once this driver is done is the JVM's own again.
         for name, handler in previous.items():
-            jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), handler)
+            jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), ignore if stop.requested.is_set() else handler)
 
 
 def _last_batch_id(query: StreamingQuery) -> int:

@@ -132,6 +132,43 @@ def test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once(
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_a_signal_while_the_consumer_shuts_down_after_a_stop_changes_nothing(
+    kafka_bootstrap: str, topic: str, tmp_path: Path, how: str
+) -> None:
+    """Two quick Ctrl-Cs (or SIGTERMs), the second after the first stop has ended the queries: it
+    finds Spark shutting down, and the consumer still exits 0 with its one line (SIGTERM once made the JVM exit 143)."""
+    produced = run_producer(
+        *producer_args(kafka_bootstrap, topic, tmp_path / "summary.json", count=200, rate=0, seed=31)
+    )
+    assert produced.returncode == 0, produced.stderr
+    out = tmp_path / "consumer.txt"
+    args = consumer_args(kafka_bootstrap, topic, tmp_path)
+    terminal = Terminal(spark_submit_command(args), out) if how == "Ctrl-C" else None
+    consumer = terminal.process if terminal else start_consumer(args, out)
+
+    def send_stop() -> None:
+        if terminal:
+            terminal.ctrl_c()
+        else:
+            signal_group(consumer, signal.SIGTERM)
+
+    try:
+        wait_for_table(out, consumer)
+        send_stop()
+        deadline = time.monotonic() + 60
+        while not STOPPED.search(out.read_text()) and consumer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert consumer.poll() is None, "the consumer ended before the second signal: nothing was tested"
+        send_stop()
+        code = consumer.wait(60)
+    finally:
+        stop(consumer, signal.SIGKILL)
+    text = out.read_text()
+    assert code == 0 and STOPPED.search(text), text[-3000:]
+    assert not re.search(r"Traceback|ERROR|Exception in thread", text), text[-3000:]
+
+
 def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path) -> None:
     """`make demo` three times on one machine state: stopped by Ctrl-C, by closing its terminal
     (SIGHUP), by a supervisor's SIGTERM. Each start continues the totals, each stop leaves no process."""
