@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -781,6 +783,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    # `kill -USR1 PID` (this driver, a child of spark-submit's JVM) prints where each thread is, as
+    # `jstack` does for the JVM: what a consumer that seems stuck is waiting for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop = StopRequest()
     stop.install()
     try:

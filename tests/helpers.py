@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from ventas.daemons import start_time
+from ventas.daemons import process_tree, start_time
 from ventas.processes import ROOT, pipeline_env, spark_submit_command
 
 TIMEOUT_S = 300
@@ -167,6 +167,18 @@ def start_consumer(args: list[str], out: Path, spark_options: Sequence[str] = ()
             env=pipeline_env(),
             start_new_session=True,
         )
+
+
+def where_it_hangs(consumer: subprocess.Popen, out: Path) -> str:
+    """For a consumer that did not end in time: its JVM's threads (jstack) and its Python driver's
+    (the driver prints them into `out` on SIGUSR1)."""
+    jvm = subprocess.run(["jstack", str(consumer.pid)], capture_output=True, text=True, timeout=60)
+    for pid, _ in process_tree(consumer.pid):
+        with contextlib.suppress(OSError):  # the driver: `python .../consumer.py ARGS`, a child of the JVM
+            if pid != consumer.pid and b"consumer.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGUSR1)
+    time.sleep(2)
+    return f"{out.read_text()[-6000:]}\n---- jstack {consumer.pid}:\n{jvm.stdout}{jvm.stderr}"
 
 
 def start_producer(args: list[str]) -> subprocess.Popen:

@@ -34,6 +34,7 @@ from tests.helpers import (
     summary_totals,
     wait_for_records,
     wait_for_table,
+    where_it_hangs,
 )
 from ventas.daemons import process_tree
 from ventas.dashboard import url
@@ -121,7 +122,10 @@ def test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once(
         while "Ctrl-C again to stop at once" not in out.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         signal_group(consumer, signal.SIGTERM)
-        code = consumer.wait(60)
+        try:
+            code = consumer.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the consumer did not stop at once:\n{where_it_hangs(consumer, out)}")
     finally:
         stop(consumer, signal.SIGKILL)
     text = out.read_text()
