@@ -77,7 +77,11 @@ INVALID_UTF8 = "not valid UTF-8"
 ORDER = "order"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
 STOP_GRACE_S = 30.0  # then the batch in progress is abandoned, to be run again on the next start
-TASKS_END_S = 10.0  # for a query, then the tasks of an abandoned batch, to end once stopped
+TASKS_END_S = 10.0  # for the tasks of an abandoned batch to end once its query has stopped
+# For a stopped query's thread to end (its batch's job cancelled, its source closed, its state stores
+# released): seconds, but a double stop once took 55 s on 2 cores under ten times their load, and once
+# over 10 s for one query. Past it, the stop goes on and Spark's shutdown makes that thread print a stack trace.
+QUERY_STOP_S = 120.0
 SQL_DEFAULTS = {
     # A handful of products needs no 200 shuffle partitions: each one is a state store to load
     # and commit every micro-batch. Fixed in the checkpoint at the first run; override with --conf.
@@ -627,11 +631,11 @@ def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopR
         # matters is the query's outcome, which run() reports.
         spark.sparkContext.setLogLevel("OFF")
         # stop() waits for the query's thread, without limit unless told: a stop must end.
-        spark.conf.set("spark.sql.streaming.stopTimeout", str(int(TASKS_END_S * 1000)))
+        spark.conf.set("spark.sql.streaming.stopTimeout", str(int(QUERY_STOP_S * 1000)))
         try:
             query.stop()
-        except Py4JJavaError as error:  # its thread ends with the process; a batch commits with its state or not at all
-            log.info("query %s did not stop in %.0f s: %s", query.name, TASKS_END_S, error.java_exception)
+        except Py4JJavaError as error:  # a batch still commits with its state, or not at all
+            say(f"consumer: query {query.name} did not stop in {QUERY_STOP_S:.0f} s: {error.java_exception}")
     # stop() cancels the batch's job, but its tasks end in their own time; stopping the SparkContext
     # under a running task makes Spark's scheduler log a stack trace.
     tracker = spark.sparkContext.statusTracker()
