@@ -82,10 +82,13 @@ TASKS_END_S = 10.0  # for the tasks of an abandoned batch to end once its query 
 # released): seconds, but a double stop once took 55 s on 2 cores under ten times their load, and once
 # over 10 s for one query. Past it, the stop goes on and Spark's shutdown makes that thread print a stack trace.
 QUERY_STOP_S = 120.0
-SQL_DEFAULTS = {
+STOP_TIMEOUT = "spark.sql.streaming.stopTimeout"
+SQL_DEFAULTS = {  # each overridden by the same --conf of spark-submit
     # A handful of products needs no 200 shuffle partitions: each one is a state store to load
-    # and commit every micro-batch. Fixed in the checkpoint at the first run; override with --conf.
+    # and commit every micro-batch. Fixed in the checkpoint at the first run.
     "spark.sql.shuffle.partitions": "4",
+    # How long query.stop() waits for the query's thread: without limit by Spark's default, and a stop must end.
+    STOP_TIMEOUT: str(int(QUERY_STOP_S * 1000)),
 }
 
 
@@ -606,6 +609,17 @@ def _last_batch_id(query: StreamingQuery) -> int:
     return progress["batchId"] if progress else -1
 
 
+def stop_query(spark: SparkSession, query: StreamingQuery) -> None:
+    """query.stop(), which waits for the query's thread at most spark.sql.streaming.stopTimeout; past
+    that, one line, and the consumer goes on to end (a batch still commits with its state, or not at all)."""
+    try:
+        query.stop()
+    except Py4JJavaError as error:
+        timeout = spark.conf.get(STOP_TIMEOUT)
+        waited = f"{int(timeout) / 1000:g} s" if timeout.isdigit() else timeout
+        say(f"consumer: query {query.name} did not stop in {waited}: {error.java_exception}")
+
+
 def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopRequest) -> None:
     """Stop each query between two micro-batches: the batch in progress finishes, unless a second
     stop signal or the grace period abandons it, and Spark runs it again on the next start. Either
@@ -630,12 +644,7 @@ def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopR
         # Tasks cut short (a batch just started, or abandoned) make Spark log errors of its own; what
         # matters is the query's outcome, which run() reports.
         spark.sparkContext.setLogLevel("OFF")
-        # stop() waits for the query's thread, without limit unless told: a stop must end.
-        spark.conf.set("spark.sql.streaming.stopTimeout", str(int(QUERY_STOP_S * 1000)))
-        try:
-            query.stop()
-        except Py4JJavaError as error:  # a batch still commits with its state, or not at all
-            say(f"consumer: query {query.name} did not stop in {QUERY_STOP_S:.0f} s: {error.java_exception}")
+        stop_query(spark, query)
     # stop() cancels the batch's job, but its tasks end in their own time; stopping the SparkContext
     # under a running task makes Spark's scheduler log a stack trace.
     tracker = spark.sparkContext.statusTracker()
@@ -774,7 +783,7 @@ def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState |
         # Spark's errors and stack traces under the one line that says what failed.
         spark.sparkContext.setLogLevel("OFF")
         for query in spark.streams.active:
-            query.stop()
+            stop_query(spark, query)
         raise UserError(failure_message(str(error), args.checkpoint_location)) from None
     finally:
         spark.stop()

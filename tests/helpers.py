@@ -14,13 +14,13 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
 
 from ventas.daemons import process_tree, start_time
-from ventas.processes import ROOT, pipeline_env, spark_submit_command
+from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command
 
 TIMEOUT_S = 300
 SEED_SAMPLE = (
@@ -283,6 +283,16 @@ class Terminal:
         code = self.process.wait(timeout_s)
         self._reader.join(5)
         return code
+
+
+def consumer_to_stop(args: list[str], out: Path, ctrl_c: bool) -> tuple[subprocess.Popen, Callable[[], None]]:
+    """A streaming consumer and the stop a user gives it: Ctrl-C in its terminal, or a supervisor's
+    SIGTERM to its process group."""
+    if ctrl_c:
+        terminal = Terminal(spark_submit_command(args), out)
+        return terminal.process, terminal.ctrl_c
+    consumer = start_consumer(args, out)
+    return consumer, lambda: signal_group(consumer, signal.SIGTERM)
 
 
 def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> list[str]:

@@ -4,6 +4,7 @@ producer's ground truth, exactly. Waits are bounded, nothing asserts a duration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from decimal import Decimal
@@ -18,10 +20,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from pyspark.errors import StreamingQueryException
 
 from tests.helpers import (
     Terminal,
     consumer_args,
+    consumer_to_stop,
     final_totals,
     printed_lines,
     printed_tables,
@@ -39,7 +43,7 @@ from tests.helpers import (
 from ventas.daemons import process_tree
 from ventas.dashboard import url
 from ventas.kafka_local import LocalBroker, free_port
-from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
+from ventas.processes import ROOT, pipeline_env, signal_group, stop
 
 pytestmark = pytest.mark.integration
 
@@ -72,18 +76,14 @@ def test_stopped_at_random_moments_and_restarted_the_totals_stay_exact(
             trigger = "0 seconds" if cycle % 4 >= 2 else "1 second"
             args = consumer_args(kafka_bootstrap, topic, tmp_path, "--trigger-interval", trigger)
             out = tmp_path / f"consumer-{cycle}.txt"
-            terminal = Terminal(spark_submit_command(args), out) if ctrl_c else None
-            consumer = terminal.process if terminal else start_consumer(args, out)
+            consumer, send_stop = consumer_to_stop(args, out, ctrl_c)
             how = f"{'Ctrl-C' if ctrl_c else 'SIGTERM'}{' twice' if at_once else ''}, trigger {trigger}"
             context = f"STOP_SEED={seed}, cycle {cycle} ({how})"
             try:
                 wait_for_table(out, consumer)
                 time.sleep(moments.uniform(0, 3))
                 for _ in range(2 if at_once else 1):
-                    if terminal:
-                        terminal.ctrl_c()
-                    else:
-                        signal_group(consumer, signal.SIGTERM)
+                    send_stop()
                     time.sleep(moments.uniform(0, 0.5))
                 code = consumer.wait(90)
             finally:
@@ -148,15 +148,7 @@ def test_a_signal_while_the_consumer_shuts_down_after_a_stop_changes_nothing(
     assert produced.returncode == 0, produced.stderr
     out = tmp_path / "consumer.txt"
     args = consumer_args(kafka_bootstrap, topic, tmp_path)
-    terminal = Terminal(spark_submit_command(args), out) if how == "Ctrl-C" else None
-    consumer = terminal.process if terminal else start_consumer(args, out)
-
-    def send_stop() -> None:
-        if terminal:
-            terminal.ctrl_c()
-        else:
-            signal_group(consumer, signal.SIGTERM)
-
+    consumer, send_stop = consumer_to_stop(args, out, ctrl_c=how == "Ctrl-C")
     try:
         wait_for_table(out, consumer)
         send_stop()
@@ -171,6 +163,31 @@ def test_a_signal_while_the_consumer_shuts_down_after_a_stop_changes_nothing(
     text = out.read_text()
     assert code == 0 and STOPPED.search(text), text[-3000:]
     assert not re.search(r"Traceback|ERROR|Exception in thread", text), text[-3000:]
+
+
+def test_a_query_stop_that_outlasts_the_stop_timeout_says_so_and_returns(spark, capsys) -> None:
+    """A query whose batch does not end (here a foreachBatch function that waits): its stop() gives up
+    after spark.sql.streaming.stopTimeout, and the consumer says so in one line instead of waiting."""
+    from consumer import STOP_TIMEOUT, stop_query
+
+    in_batch, release = threading.Event(), threading.Event()
+
+    def held(batch, batch_id: int) -> None:
+        in_batch.set()
+        release.wait(120)
+
+    query = spark.readStream.format("rate").load().writeStream.foreachBatch(held).queryName("held").start()
+    try:
+        assert in_batch.wait(120), "no batch started"
+        spark.conf.set(STOP_TIMEOUT, "1000")
+        stop_query(spark, query)
+        said = capsys.readouterr().err
+    finally:
+        release.set()
+        spark.conf.unset(STOP_TIMEOUT)
+        with contextlib.suppress(StreamingQueryException):
+            query.awaitTermination(120)
+    assert re.fullmatch(r"consumer: query held did not stop in 1 s: .*TimeoutException.*\n", said), said
 
 
 def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path) -> None:
