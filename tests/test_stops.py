@@ -114,25 +114,40 @@ def test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once(
     assert produced.returncode == 0, produced.stderr
     out, totals_log = tmp_path / "consumer.txt", tmp_path / "checkpoint" / "totals"
     consumer = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path), out)
+    events: list[tuple[float, str]] = []  # what happened when, for a failure to explain itself
     try:
         deadline = time.monotonic() + 120
         while not (totals_log / "offsets" / "0").exists() and time.monotonic() < deadline:  # batch 0 planned
             time.sleep(0.05)
         signal_group(consumer, signal.SIGTERM)
+        events.append((time.time(), "first SIGTERM"))
         while "Ctrl-C again to stop at once" not in out.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
+        events.append((time.time(), "the consumer says it waits for batch 0"))
         signal_group(consumer, signal.SIGTERM)
-        try:  # a stop at once abandons the batch, then shuts Spark down in order: seconds, ~1 min overloaded
-            code = consumer.wait(300)
-        except subprocess.TimeoutExpired:
+        events.append((time.time(), "second SIGTERM"))
+        # A stop at once abandons the batch, then shuts Spark down in order: seconds, ~1 min overloaded.
+        deadline = time.monotonic() + 300
+        while consumer.poll() is None and time.monotonic() < deadline:
+            if "Batch: 0" in out.read_text() and not any("table" in what for _, what in events):
+                events.append((time.time(), "batch 0's table printed"))
+            time.sleep(0.1)
+        if consumer.poll() is None:
             pytest.fail(f"the consumer did not stop at once:\n{where_it_hangs(consumer, out)}")
+        code = consumer.returncode
+        events.append((time.time(), f"the consumer exited {code}"))
     finally:
         stop(consumer, signal.SIGKILL)
+    for log_entry in ("offsets/0", "commits/0"):
+        if (written := totals_log / log_entry).exists():
+            events.append((written.stat().st_mtime, f"{log_entry} written"))
     text = out.read_text()
-    assert "consumer: stopping: waiting for batch 0 of query totals to finish" in text, text[-3000:]
-    assert code == 0 and re.search(r"^consumer: stopped \(at once\)$", text, re.MULTILINE), text[-3000:]
-    assert not re.search(r"Traceback|ERROR|Exception in thread", text), text[-3000:]
-    assert not (totals_log / "commits" / "0").exists()
+    story = "\n".join(f"{when - events[0][0]:+7.1f} s  {what}" for when, what in sorted(events))
+    failure = f"{text[-3000:]}\n{story}"
+    assert "consumer: stopping: waiting for batch 0 of query totals to finish" in text, failure
+    assert code == 0 and re.search(r"^consumer: stopped \(at once\)$", text, re.MULTILINE), failure
+    assert not re.search(r"Traceback|ERROR|Exception in thread", text), failure
+    assert not (totals_log / "commits" / "0").exists(), failure
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
 
 
