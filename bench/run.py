@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from producer import KAFKA_SETTINGS  # noqa: E402
 from ventas.config import Parser  # noqa: E402
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
-from ventas.kafka_local import LocalBroker, free_port  # noqa: E402
+from ventas.kafka_local import LocalBroker, distinct_free_ports, free_port  # noqa: E402
 from ventas.orders import OrderGenerator  # noqa: E402
 from ventas.processes import (  # noqa: E402
     line_env,
@@ -371,7 +371,7 @@ def bench_cluster(broker: LocalBroker, topic: str, args: argparse.Namespace) -> 
     figures = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as state:
-            cluster = SparkCluster(Path(state), free_port(), free_port(), workers=workers, cores=1, memory="1g")
+            cluster = SparkCluster(Path(state), *distinct_free_ports(2), workers=workers, cores=1, memory="1g")
             cluster.start()
             try:
                 options = ["--master", cluster.url]

@@ -27,7 +27,7 @@ from tests.helpers import (
     wait_for_table,
 )
 from ventas.daemons import start_time
-from ventas.kafka_local import SINGLE, LocalCluster, create_topics, free_port, free_ports, partition_states
+from ventas.kafka_local import SINGLE, LocalCluster, create_topics, distinct_free_ports, free_ports, partition_states
 from ventas.processes import ROOT, stop
 from ventas.spark_local import SparkCluster
 
@@ -38,7 +38,7 @@ SPARK_LOCAL = str(ROOT / "scripts" / "spark-local")
 @pytest.fixture
 def spark_cluster(tmp_path: Path) -> Iterator[SparkCluster]:
     """A master and two one-core workers on free ports, stopped by PID after the test."""
-    cluster = SparkCluster(tmp_path / "spark", free_port(), free_port(), workers=2, cores=1, memory="1g")
+    cluster = SparkCluster(tmp_path / "spark", *distinct_free_ports(2), workers=2, cores=1, memory="1g")
     try:
         cluster.start()
         yield cluster
@@ -185,7 +185,7 @@ def spark_local(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_spark_local_start_status_stop(tmp_path: Path) -> None:
-    port, webui = str(free_port()), str(free_port())
+    port, webui = map(str, distinct_free_ports(2))
     where = ["--port", port, "--webui-port", webui, "--state-dir", str(tmp_path)]
     started = spark_local("start", "--workers", "2", *where)
     try:

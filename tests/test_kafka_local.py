@@ -95,6 +95,31 @@ def test_ports_are_picked_at_random_below_the_ephemeral_range_and_free(
     assert first != taken - 1 and taken not in range(first, first + 3)
 
 
+def test_ports_picked_for_servers_not_listening_yet_are_all_different(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cluster's controller ports are picked before any node listens: a pick that only checks that
+    nothing listens can give two controllers, or a controller and a node's client port, the same port
+    (seen: node 3 `Address already in use` on node 2's controller port). The picker here proposes
+    exactly those ports first."""
+    from ventas import kafka_local
+
+    port = kafka_local.free_ports(3)
+    controller = kafka_local.free_port(avoid=range(port, port + 3))
+    proposals, pick_at_random = (
+        [port + 1, controller, controller, port + 2, controller],
+        kafka_local._PORT_PICKER.choice,
+    )
+    monkeypatch.setattr(
+        kafka_local._PORT_PICKER, "choice", lambda ports: proposals.pop(0) if proposals else pick_at_random(ports)
+    )
+    cluster = kafka_local.LocalCluster(port, 3, tmp_path)
+    cluster._write_layout()
+    controllers = list(cluster.quorum.controllers.values())
+    assert proposals == [] and controllers[0] == controller  # every proposal was made, the first free one kept
+    assert len(set(controllers)) == 3 and not set(controllers) & set(range(port, port + 3)), controllers
+
+
 def test_topic_creation_asks_again_while_a_new_clusters_metadata_lacks_a_node(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

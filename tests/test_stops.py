@@ -42,7 +42,7 @@ from tests.helpers import (
 )
 from ventas.daemons import process_tree
 from ventas.dashboard import url
-from ventas.kafka_local import LocalBroker, free_port
+from ventas.kafka_local import LocalBroker, distinct_free_ports, free_port
 from ventas.processes import ROOT, pipeline_env, signal_group, stop
 
 pytestmark = pytest.mark.integration
@@ -208,12 +208,13 @@ def test_a_query_stop_that_outlasts_the_stop_timeout_says_so_and_returns(spark, 
 def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path) -> None:
     """`make demo` three times on one machine state: stopped by Ctrl-C, by closing its terminal
     (SIGHUP), by a supervisor's SIGTERM. Each start continues the totals, each stop leaves no process."""
-    dashboard = url("127.0.0.1", free_port())
+    dashboard_port, kafka_port = distinct_free_ports(2)
+    dashboard = url("127.0.0.1", dashboard_port)
     env = {
         "XDG_STATE_HOME": str(tmp_path / "state"),
-        "KAFKA_PORT": str(free_port()),
+        "KAFKA_PORT": str(kafka_port),
         "PRODUCER_RATE": "400",
-        "DASHBOARD_PORT": dashboard.rsplit(":", 1)[1].strip("/"),
+        "DASHBOARD_PORT": str(dashboard_port),
     }
     previous: list[dict[str, Decimal]] = []
     for run, how in enumerate(("Ctrl-C", "terminal closed", "SIGTERM")):

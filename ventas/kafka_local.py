@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,22 +54,32 @@ logger.state.level = WARN
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (see free_ports)."""
-    return free_ports(1)
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, not in `avoid` (see free_ports)."""
+    return free_ports(1, avoid)
 
 
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on, picked at
-    random below the kernel's ephemeral range. Every outgoing connection takes its local port from
-    that range, so a port picked there (as binding port 0 does) can be taken by some client's
-    socket before the server that was to listen on it binds it."""
+def free_ports(count: int, avoid: Collection[int] = ()) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on, none in
+    `avoid` (ports already given to servers that do not listen yet), picked at random below the
+    kernel's ephemeral range. Every outgoing connection takes its local port from that range, so a
+    port picked there (as binding port 0 does) can be taken by some client's socket before the
+    server that was to listen on it binds it."""
     ephemeral_from = _ephemeral_ports_from()
     candidates = range(max(1024, ephemeral_from // 2), ephemeral_from - count + 1)
     while True:
-        first = _PORT_PICKER.choice(candidates)
-        if all(port_is_free(first + i) for i in range(count)):
+        ports = range(first := _PORT_PICKER.choice(candidates), first + count)
+        if not any(port in avoid for port in ports) and all(map(port_is_free, ports)):
             return first
+
+
+def distinct_free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """`count` free ports for servers started one after another: none in `avoid` and no two alike,
+    since none of them listens yet when the next is picked."""
+    picked: list[int] = []
+    for _ in range(count):
+        picked.append(free_port([*avoid, *picked]))
+    return picked
 
 
 _PORT_PICKER = random.SystemRandom()  # not the global generator, which tests may seed alike in each process
@@ -198,9 +209,15 @@ class LocalBroker:
             raise UserError(f"port {self.port} on {HOST} is taken: stop what uses it or pass --port")
         libs = ensure_kafka_libs()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        controller_port = self.quorum.controllers.get(self.node_id) if self.quorum.size > 1 else free_port()
-        voters = self.quorum.voters if self.quorum.size > 1 else f"{self.node_id}@{HOST}:{controller_port}"
-        ports = {"SASL_SSL": self.port, **{name: free_port() for name in ("SSL", "SASL_PLAINTEXT", "ADMIN")}}
+        if self.quorum.size > 1:
+            controller_port, voters = self.quorum.controllers.get(self.node_id), self.quorum.voters
+        else:
+            controller_port = free_port(avoid=[self.port])
+            voters = f"{self.node_id}@{HOST}:{controller_port}"
+        ports = {"SASL_SSL": self.port}
+        if self.secure:  # a single broker (--secure leaves out --brokers)
+            others = distinct_free_ports(3, avoid=[self.port, controller_port])
+            ports.update(zip(("SSL", "SASL_PLAINTEXT", "ADMIN"), others, strict=True))
         admin_port = ports["ADMIN"] if self.secure else self.port
         logs_dir = self.data_dir / "logs"
         replication, min_isr = self.quorum.replication_factor, self.quorum.min_insync_replicas
@@ -449,7 +466,9 @@ class LocalCluster:
         quorum = self.quorum
         cluster_id = quorum.cluster_id or new_cluster_id()
         voters = VOTERS if self.size >= VOTERS else 1  # two voters could lose neither: one is no worse
-        controllers = {str(node): free_port() for node in range(1, voters + 1)}
+        # None of them on a node's client port, nor two alike (once, two nodes got the same one).
+        ports = distinct_free_ports(voters, avoid=range(self.port, self.port + self.size))
+        controllers = {str(node): port for node, port in enumerate(ports, start=1)}
         layout = {"cluster_id": cluster_id, "size": self.size, "controllers": controllers, "port": self.port}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._layout_file.write_text(json.dumps(layout))

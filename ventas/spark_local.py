@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ventas import daemons
 from ventas.config import STATE_HOME, Parser, UserError, env, fail, positive_int
-from ventas.kafka_local import HOST, free_port, port_is_free
+from ventas.kafka_local import HOST, distinct_free_ports, port_is_free
 from ventas.processes import pipeline_env
 
 DEFAULT_PORT = 7077
@@ -159,13 +159,14 @@ class SparkCluster:
             master_args = ["--host", HOST, "--port", str(self.port), "--webui-port", str(self.webui_port)]
             launched.append(self.master.launch(MASTER, master_args, {"spark.master.rest.enabled": "false"}))
             self._layout_file.write_text(json.dumps({"port": self.port, "webui_port": self.webui_port}))
-        for index in range(1, self.workers + 1):
+        webui_ports = distinct_free_ports(self.workers, avoid=[self.port, self.webui_port])
+        for index, webui_port in enumerate(webui_ports, start=1):
             worker = self.worker(index)
             if worker.pid() is None:
                 work_dir = self.state_dir / worker.name
                 work_dir.mkdir(exist_ok=True)
                 args = [
-                    *("--host", HOST, "--webui-port", str(free_port())),
+                    *("--host", HOST, "--webui-port", str(webui_port)),
                     *("--cores", str(self.cores), "--memory", self.memory, "--work-dir", str(work_dir)),
                     self.url,
                 ]
