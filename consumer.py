@@ -7,8 +7,8 @@
 Each record is parsed with the schema of schemas.py, its `products` exploded, and
 `cantidad * price` summed per product name, exactly (decimal). The totals are kept by Spark in
 complete output mode and printed as a table after every micro-batch. Records that are not a
-valid order are counted and written, with the reason, to --rejected-path; they never reach the
-totals and never stop the query.
+valid order are counted by reason in the same aggregation and written, with the reason, to
+--rejected-path (unless --keep-rejected false); they never reach the totals and never stop the query.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -75,6 +76,9 @@ log = logging.getLogger("consumer")
 REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
 ORDER = "order"
+# The rows of running_totals: what each one counts, and how many records it counted.
+KIND, RECORDS = "kind", "records"
+PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
 STOP_GRACE_S = 30.0  # then the batch in progress is abandoned, to be run again on the next start
 TASKS_END_S = 10.0  # for the tasks of an abandoned batch to end once its query has stopped
@@ -165,6 +169,14 @@ def _a_price_is_a_json_string(text: Column) -> Column:
     return F.when(text.rlike(A_PRICE_AS_STRING), F.coalesce(quoted, F.lit(False))).otherwise(False)
 
 
+def _not_utf8(value: Column, text: Column) -> Column:
+    """True when the bytes are not valid UTF-8 (Spark's cast to string keeps them as they are). Spark 4
+    checks them in place; Spark 3.5 encodes the text again and compares, a copy of every value."""
+    if hasattr(F, "is_valid_utf8"):
+        return ~F.is_valid_utf8(text)
+    return F.encode(text, "UTF-8") != value
+
+
 def parse_orders(kafka_rows: DataFrame) -> DataFrame:
     """Kafka rows (binary `value`) -> the same rows plus `order` (the parsed struct) and
     `reject_reason`, null for a valid order and a short reason for anything else."""
@@ -178,7 +190,7 @@ def parse_orders(kafka_rows: DataFrame) -> DataFrame:
     order_col = F.col(ORDER)
     reason = (
         F.when(value.isNull(), "tombstone (null value)")
-        .when(F.encode(text, "UTF-8") != value, INVALID_UTF8)
+        .when(_not_utf8(value, text), INVALID_UTF8)
         .when(order_col.isNull() | order_col[CORRUPT_RECORD].isNotNull(), "not a JSON object of the order schema")
         .when(F.coalesce(F.length(F.trim(order_col[ORDER_ID])), F.lit(0)) == 0, "missing order_id")
         .when(_not_a_json_string(text, order_col, ORDER_ID), "order_id is not a JSON string")
@@ -208,15 +220,38 @@ def rejected_records(parsed: DataFrame) -> DataFrame:
     )
 
 
-def sales_totals(parsed: DataFrame) -> DataFrame:
-    """Valid orders -> `Product`, `Total Sales` (sum of cantidad * price, decimal(38,2))."""
-    line = F.explode(F.col(ORDER)[PRODUCTS]).alias("line")
-    lines = parsed.where(F.col(REJECT_REASON).isNull()).select(line)
-    quantity = F.coalesce(F.col("line")[CANTIDAD], F.col("line")[QUANTITY])
-    amount = quantity * F.col("line")[PRICE].cast(MONEY)
-    return lines.groupBy(F.col("line")[NAME].alias(PRODUCT_COLUMN)).agg(
-        F.sum(amount).cast(TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType).alias(TOTAL_SALES_COLUMN)
+def running_totals(parsed: DataFrame) -> DataFrame:
+    """Everything the console and the dashboard count, in one aggregation over one parse: `kind`
+    "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
+    "orders" row counts valid orders in `records`; a "rejected" row per reason (in `Product`) counts
+    the records rejected for it. Kept by Spark in complete mode, the counts survive restarts with
+    the totals, and a record is read from Kafka and parsed once for all of them."""
+    total = TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType
+    no_amount = F.lit(None).cast(total)
+
+    def entry(kind: str, key: Column, amount: Column) -> Column:
+        return F.struct(F.lit(kind).alias(KIND), key.alias(PRODUCT_COLUMN), amount.alias(TOTAL_SALES_COLUMN))
+
+    def line_entry(line: Column) -> Column:
+        quantity = F.coalesce(line[CANTIDAD], line[QUANTITY])
+        return entry(PRODUCT_KIND, line[NAME], (quantity * line[PRICE].cast(MONEY)).cast(total))
+
+    valid_order = F.concat(
+        F.transform(F.col(ORDER)[PRODUCTS], line_entry),
+        F.array(entry(ORDERS_KIND, F.lit(None).cast("string"), no_amount)),
     )
+    rejected = F.array(entry(REJECTED_KIND, F.col(REJECT_REASON), no_amount))
+    entries = F.when(F.col(REJECT_REASON).isNull(), valid_order).otherwise(rejected)
+    return (
+        parsed.select(F.inline(entries))
+        .groupBy(KIND, PRODUCT_COLUMN)
+        .agg(F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN), F.count(F.lit(1)).alias(RECORDS))
+    )
+
+
+def sales_totals(parsed: DataFrame) -> DataFrame:
+    """Valid orders -> `Product`, `Total Sales`: the product rows of running_totals."""
+    return running_totals(parsed).where(F.col(KIND) == PRODUCT_KIND).select(PRODUCT_COLUMN, TOTAL_SALES_COLUMN)
 
 
 # ---------------------------------------------------------------- I/O
@@ -242,6 +277,13 @@ def build_parser() -> Parser:
         default=env("REJECTED_PATH"),
         help="where rejected records are written as JSON lines "
         f"(env REJECTED_PATH; default {STATE_HOME}/rejected/TOPIC)",
+    )
+    parser.add_argument(
+        "--keep-rejected",
+        type=true_or_false,
+        default=env("KEEP_REJECTED", "true"),
+        help="write rejected records to --rejected-path; false only counts them, by reason, and reads "
+        "each record once (env KEEP_REJECTED; default %(default)s)",
     )
     parser.add_argument(
         "--trigger-interval",
@@ -284,10 +326,12 @@ def interval(text: str) -> str:
 
 def resolve_paths(args: argparse.Namespace) -> None:
     args.checkpoint_location = args.checkpoint_location or str(STATE_HOME / "checkpoints" / args.topic)
-    args.rejected_path = args.rejected_path or str(STATE_HOME / "rejected" / args.topic)
+    args.rejected_path = (
+        (args.rejected_path or str(STATE_HOME / "rejected" / args.topic)) if args.keep_rejected else None
+    )
     for name in ("checkpoint_location", "rejected_path"):
         path = getattr(args, name)
-        if (local := _local_path(path)) is not None:
+        if path is not None and (local := _local_path(path)) is not None:
             try:
                 local.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -335,14 +379,85 @@ def _snapshot_path(checkpoint_location: str) -> Path | None:
     return local / "latest-totals.json" if local else None
 
 
-def latest_totals(checkpoint_location: str) -> tuple[int, dict[str, Decimal], str] | None:
-    """The last table printed from this checkpoint (batch id, totals, when), or None: a restart with
-    nothing new to read shows it, on the console and on the dashboard."""
-    snapshot = _snapshot_path(checkpoint_location)
-    if not snapshot or not snapshot.exists():
-        return None
-    latest = json.loads(snapshot.read_text())
-    return latest["batch_id"], {name: Decimal(t) for name, t in latest["totals"].items()}, latest["written_at"]
+@dataclass(frozen=True)
+class Counts:
+    """The running counts of the totals query: valid orders, and rejected records per reason."""
+
+    orders: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class RejectTally:
+    """The records each batch rejected, from the running counts before and after it. A batch that
+    runs again (not committed before a stop or a failure) has the id of the last one counted: it is
+    measured against the counts before that batch, not after it."""
+
+    def __init__(self, batch_id: int | None = None, before: Counts = Counts(), after: Counts = Counts()) -> None:
+        self.batch_id, self.before, self.after = batch_id, before, after
+
+    @classmethod
+    def resuming(cls, latest: Snapshot | None) -> RejectTally:
+        """The tally as the last table printed from the checkpoint left it."""
+        if latest is None:
+            return cls()
+        return cls(latest.batch_id, Counts(rejected=latest.rejected_before), latest.counts)
+
+    def count(self, batch_id: int, counts: Counts) -> dict[str, int]:
+        """Reason -> records rejected for it in batch `batch_id`, whose running counts are `counts`."""
+        if batch_id != self.batch_id:
+            self.before = self.after
+        self.batch_id, self.after = batch_id, counts
+        return {
+            reason: n - self.before.rejected.get(reason, 0)
+            for reason, n in sorted(counts.rejected.items())
+            if n > self.before.rejected.get(reason, 0)
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The last table printed from a checkpoint, kept in `latest-totals.json`: a restart with nothing
+    new to read shows it, on the console and on the dashboard, and counts its rejects on from it."""
+
+    batch_id: int
+    totals: dict[str, Decimal]
+    written_at: str
+    counts: Counts
+    rejected_before: Mapping[str, int]
+
+    @classmethod
+    def read(cls, checkpoint_location: str) -> Snapshot | None:
+        path = _snapshot_path(checkpoint_location)
+        if not path or not path.exists():
+            return None
+        latest = json.loads(path.read_text())
+        return cls(
+            latest["batch_id"],
+            {name: Decimal(t) for name, t in latest["totals"].items()},
+            latest["written_at"],
+            Counts(latest.get("orders", 0), latest.get("rejected", {})),
+            latest.get("rejected_before", {}),
+        )
+
+    def write(self, checkpoint_location: str) -> None:
+        path = _snapshot_path(checkpoint_location)
+        if not path:
+            return
+        content = {
+            "batch_id": self.batch_id,
+            "written_at": self.written_at,
+            "totals": {name: str(total) for name, total in self.totals.items()},
+            "orders": self.counts.orders,
+            "rejected": dict(self.counts.rejected),
+            "rejected_before": dict(self.rejected_before),
+        }
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
+        staging.replace(path)
 
 
 class BatchCutShort(Exception):
@@ -365,72 +480,68 @@ def cut_short_by(stop: StopRequest, batch_id: int) -> Iterator[None]:
 
 
 class TotalsPrinter:
-    """foreachBatch sink of the complete-mode totals: prints the table, shows it on the dashboard and
-    keeps the latest one in `<checkpoint>/latest-totals.json`.
+    """foreachBatch sink of the complete-mode running totals: prints the table and the batch's
+    rejected records, shows both on the dashboard and keeps them in `<checkpoint>/latest-totals.json`.
 
     Like every foreachBatch function here it lets any exception through: returning normally tells
     Spark the batch is complete, and Spark then records it as committed. Collecting the batch is
     also what runs the aggregation that writes the batch's state."""
 
-    def __init__(self, checkpoint_location: str, dashboard: DashboardState | None, stop: StopRequest) -> None:
+    def __init__(
+        self, checkpoint_location: str, rejected_path: str | None, dashboard: DashboardState | None, stop: StopRequest
+    ) -> None:
         self.checkpoint_location = checkpoint_location
-        self.snapshot = _snapshot_path(checkpoint_location)
+        self.kept_in = f"kept in {rejected_path}" if rejected_path else "not kept (--keep-rejected false)"
         self.dashboard = dashboard
         self.stop = stop
         self.last_batch: int | None = None
+        self.tally = RejectTally.resuming(Snapshot.read(checkpoint_location))
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         with cut_short_by(self.stop, batch_id):
-            totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in batch.collect()}
+            rows = batch.collect()
+        totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in rows if row[KIND] == PRODUCT_KIND}
+        orders = sum(row[RECORDS] for row in rows if row[KIND] == ORDERS_KIND)
+        counts = Counts(orders, {row[PRODUCT_COLUMN]: row[RECORDS] for row in rows if row[KIND] == REJECTED_KIND})
+        rejected = self.tally.count(batch_id, counts)
         print(format_batch(batch_id, totals), flush=True)
-        written_at = datetime.now(UTC).isoformat()
-        if self.snapshot:
-            content = {
-                "batch_id": batch_id,
-                "written_at": written_at,
-                "totals": {name: str(total) for name, total in totals.items()},
-            }
-            staging = self.snapshot.with_suffix(".tmp")
-            staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
-            staging.replace(self.snapshot)
+        if rejected:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in rejected.items())
+            in_batch = f"{sum(rejected.values())} records in batch {batch_id}"
+            print(
+                f"Rejected: {in_batch} ({counts.rejected_total} since start): {reasons}; {self.kept_in}",
+                flush=True,
+            )
+        snapshot = Snapshot(batch_id, totals, datetime.now(UTC).isoformat(), counts, self.tally.before.rejected)
+        snapshot.write(self.checkpoint_location)
         if self.dashboard:
-            self.dashboard.show_totals(batch_id, totals, written_at)
+            self.dashboard.show_totals(batch_id, totals, snapshot.written_at)
+            self.dashboard.show_counts(counts.orders, counts.rejected_total)
         self.last_batch = batch_id
 
     def print_latest(self) -> None:
         """Print the stored table (when no batch ran in this process)."""
-        batch_id, totals, _ = latest_totals(self.checkpoint_location) or (0, {}, None)
-        print(format_batch(batch_id, totals), flush=True)
+        latest = Snapshot.read(self.checkpoint_location)
+        print(format_batch(latest.batch_id if latest else 0, latest.totals if latest else {}), flush=True)
 
 
 class RejectedWriter:
-    """foreachBatch sink of rejected records: JSON lines under `<path>/batch_id=N` (rewritten, not
-    appended, if Spark replays the batch), with a count printed for every batch that has any."""
+    """foreachBatch sink of the rejected records' content (the quarantine): JSON lines under
+    `<path>/batch_id=N`, N a batch of this query (rewritten, not appended, if Spark replays it). The
+    totals query counts them."""
 
-    def __init__(self, path: str, dashboard: DashboardState | None, stop: StopRequest) -> None:
+    def __init__(self, path: str, stop: StopRequest) -> None:
         self.path = path.rstrip("/")
-        self.dashboard = dashboard
         self.stop = stop
-        self.total = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         with cut_short_by(self.stop, batch_id):  # every call into the JVM, unpersist too
             batch.persist()
             try:
-                count = batch.count()
-                if count:
+                if batch.count():
                     batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
             finally:
                 batch.unpersist()
-        if self.dashboard:
-            self.dashboard.rejected_in_batch(batch_id, count)
-        if count:
-            self.total += count
-            print(
-                f"Rejected: {count} records in batch {batch_id} ({self.total} since start), "
-                f"kept in {self.path}/batch_id={batch_id}",
-                flush=True,
-            )
 
 
 def create_session() -> SparkSession:
@@ -478,23 +589,25 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
 def query_writers(
     spark: SparkSession, args: argparse.Namespace, dashboard: DashboardState | None, stop: StopRequest
 ) -> tuple[TotalsPrinter, list[DataStreamWriter]]:
-    """The totals query (complete mode) and the rejected-records query, on one parsed stream, ready to
-    start (and to start again, see SPARK_55271)."""
+    """The totals query (complete mode) and, unless --keep-rejected false, the rejected-records query,
+    on one parsed stream, ready to start (and to start again, see SPARK_55271)."""
     parsed = parse_orders(kafka_stream(spark, args))
     trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
-    printer = TotalsPrinter(args.checkpoint_location, dashboard, stop)
+    printer = TotalsPrinter(args.checkpoint_location, args.rejected_path, dashboard, stop)
     totals_query = (
-        sales_totals(parsed)
+        running_totals(parsed)
         .writeStream.outputMode("complete")
         .foreachBatch(printer)
         .option("checkpointLocation", f"{args.checkpoint_location}/totals")
         .queryName("totals")
         .trigger(**trigger)
     )
+    if not args.keep_rejected:
+        return printer, [totals_query]
     rejected_query = (
         rejected_records(parsed)
         .writeStream.outputMode("append")
-        .foreachBatch(RejectedWriter(args.rejected_path, dashboard, stop))
+        .foreachBatch(RejectedWriter(args.rejected_path, stop))
         .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
         .queryName("rejected")
         .trigger(**trigger)
@@ -517,6 +630,15 @@ DATA_LOSS_HELP = (
 )
 
 
+# The state in the checkpoint has other key or value columns than the query: Spark 4's error classes,
+# Spark 3.5's exception.
+STATE_OF_ANOTHER_LAYOUT = (
+    "STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE",
+    "STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE",
+    "StateSchemaNotCompatible",
+)
+
+
 def failure_message(error_text: str, checkpoint_location: str) -> str:
     """One line for a failed query: what a user can act on, not Spark's nested stack traces."""
     if "Some data may have been lost" in error_text:
@@ -526,6 +648,8 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
     location = str(_local_path(checkpoint_location) or checkpoint_location)
     if location in cause:  # a file of the checkpoint is missing or unreadable
         return str(checkpoint.damaged(location, cause))
+    if any(name in error_text for name in STATE_OF_ANOTHER_LAYOUT):
+        return str(checkpoint.of_another_layout(location))
     if ".streaming.state." in error_text:  # Spark's state store failed to load what the checkpoint holds
         return str(checkpoint.damaged(location, f"its state could not be read ({cause})"))
     return f"the streaming query failed: {cause}"
@@ -533,7 +657,7 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
 
 class ProgressListener(StreamingQueryListener):
     """Each finished micro-batch of each query: one INFO line (records read, time taken, throughput),
-    and to the dashboard, the totals query's progress and the records each batch counted."""
+    and to the dashboard, the totals query's progress."""
 
     def __init__(self, dashboard: DashboardState | None) -> None:
         self.dashboard = dashboard
@@ -554,8 +678,6 @@ class ProgressListener(StreamingQueryListener):
         )
         if self.dashboard and progress["name"] == "totals":
             self.dashboard.show_progress(progress)
-        elif self.dashboard and progress["name"] == "rejected":  # it reads every record, valid or not
-            self.dashboard.batch_read(progress["batchId"], progress["numInputRows"])
 
     def onQueryIdle(self, event) -> None:
         if self.dashboard and self.names.get(event.id) == "totals":
@@ -750,7 +872,7 @@ def read_on(
 
 
 def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState | None) -> None:
-    """Run both queries until they end (--available-now), fail, or a stop signal arrives; keep the
+    """Run the queries until they end (--available-now), fail, or a stop signal arrives; keep the
     dashboard, if it is served, up to date."""
     spark = create_session()
     stop.install()  # again: SparkContext installs a SIGINT handler of its own
@@ -816,8 +938,9 @@ def main(argv: list[str] | None = None) -> None:
             say("consumer: stopped before the query started")
         else:
             dashboard = DashboardState(args.topic)
-            if latest := latest_totals(args.checkpoint_location):
-                dashboard.show_totals(*latest)
+            if latest := Snapshot.read(args.checkpoint_location):
+                dashboard.show_totals(latest.batch_id, latest.totals, latest.written_at)
+                dashboard.show_counts(latest.counts.orders, latest.counts.rejected_total)
             with serving(dashboard, args.dashboard_host, args.dashboard_port) as address:
                 run(args, stop, dashboard if address else None)
     except UserError as error:

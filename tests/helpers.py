@@ -14,11 +14,13 @@ import sys
 import termios
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
 
+from ventas.config import true_or_false
 from ventas.daemons import process_tree, start_time
 from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command
 
@@ -82,8 +84,25 @@ def summary_totals(path: Path) -> dict[str, Decimal]:
     return {name: Decimal(total) for name, total in json.loads(path.read_text())["totals"].items()}
 
 
+# The consumers these tests start inherit KEEP_REJECTED: `make test` runs the seed line's tests with
+# the quarantine off, so that every count of rejects is checked both ways.
+KEEPS_REJECTED = true_or_false(os.environ.get("KEEP_REJECTED", "true"))
+
+
 def rejected_rows(path: Path) -> list[dict]:
+    """The quarantined records under a --rejected-path (none when the consumers do not keep them)."""
+    if not KEEPS_REJECTED:
+        assert not path.exists(), f"{path} written with KEEP_REJECTED=false"
     return [json.loads(line) for file in sorted(path.glob("batch_id=*/*.json")) for line in file.open()]
+
+
+def rejected_by_reason(output: str) -> Counter[str]:
+    """The records rejected, by reason, from the consumer's lines
+    `Rejected: N records in batch B (T since start): n reason, ...; kept in PATH`."""
+    counted: Counter[str] = Counter()
+    for reasons in re.findall(r"^Rejected: \d+ records in batch \d+ \(\d+ since start\): ([^;]*);", output, re.M):
+        counted.update({reason: int(n) for n, reason in (item.split(" ", 1) for item in reasons.split(", "))})
+    return counted
 
 
 def send_values(bootstrap: str, topic: str, values: list[bytes | None]) -> None:

@@ -56,6 +56,7 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
         ("producer", "send_only_orders_per_s"),
         ("producer", "java_perf_records_per_s"),
         ("consumer", "orders_per_s"),
+        ("consumer", "quarantine_off_orders_per_s"),
         ("consumer", "batch_ceiling_orders_per_s"),
     ]:
         assert figures[section][key] > 0, (section, key)

@@ -73,14 +73,10 @@ def test_stream_health_comes_from_the_kafka_sources_progress() -> None:
     assert stream_view({**PROGRESS, "sources": [{"metrics": {}}]})["offsets_behind"]["max"] is None
 
 
-def test_the_state_counts_orders_and_rejects_once_a_batchs_progress_arrives() -> None:
+def test_the_state_shows_the_totals_and_the_counts_of_the_totals_query() -> None:
     state = DashboardState("ventas-events")
     state.show_totals(3, {"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.10")}, "2025-05-12T15:33:35+00:00")
-    state.rejected_in_batch(3, 2)
-    before = json.loads(state.snapshot()[1])
-    assert (before["orders"], before["rejected"]) == (0, 0)  # not until the batch's progress
-    state.batch_read(3, 10)
-    state.batch_read(4, 5)  # a batch without rejects
+    state.show_counts(13, 2)
     view = json.loads(state.snapshot()[1])
     assert (view["orders"], view["rejected"], view["grand_total"], view["batch"]) == (13, 2, "2000.10", 3)
     assert view["batch_time"] == "2025-05-12T15:33:35.000+00:00"
@@ -302,17 +298,17 @@ def test_the_page_follows_the_consumers_table_live(
     assert out.read_text().splitlines()[-1].startswith("consumer: stopped after batch "), out.read_text()[-3000:]
     wait_for_page(browser, lambda page: page["status"] == "lost", "that the consumer is gone")
 
-    # Restarted with nothing new to read: the same page reconnects and shows the latest totals again,
-    # with the counts started over (they are counted since the consumer started); then it follows on.
+    # Restarted with nothing new to read: the same page reconnects and shows the latest totals and
+    # counts again (the totals query keeps both in its checkpoint); then it follows on.
     out = tmp_path / "again.txt"
     again = start_consumer(args, out)
     try:
         wait_for_page(
-            browser, lambda page: page["status"] == "live" and shows(printed, batch, 0, 0)(page), "the restart"
+            browser, lambda page: page["status"] == "live" and shows(printed, batch, 3, 3)(page), "the restart"
         )
         send_values(kafka_bootstrap, topic, [order({"name": "Mouse", "cantidad": 1, "price": 9.99}, order_id="o-4")])
         wait_for_table(out, again, {**printed, "Mouse": Decimal("9.99")})
         batch, printed = last_batch(out)
-        wait_for_page(browser, shows(printed, batch, orders=1, rejected=0), f"batch {batch}: {printed}")
+        wait_for_page(browser, shows(printed, batch, orders=4, rejected=3), f"batch {batch}: {printed}")
     finally:
         assert stop(again, signal.SIGINT) == 0, out.read_text()[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.testing.utils import assertDataFrameEqual
 
-from consumer import MAX_PRICE, parse_orders, rejected_records, sales_totals
+from consumer import MAX_PRICE, parse_orders, rejected_records, running_totals, sales_totals
 from schemas import TOTALS_SCHEMA
 from tests.helpers import SEED_SAMPLE, exact_json
 from ventas.table import format_table
@@ -149,6 +150,22 @@ def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
     assert invalid_utf8["value"] is None and invalid_utf8["value_base64"]
 
 
+def test_the_totals_aggregation_also_counts_valid_orders_and_rejects_by_reason(spark) -> None:
+    valid = order({"name": "Laptop", "cantidad": 1, "price": 2000})
+    no_products = order()
+    values = [valid, *GARBAGE, no_products, valid]
+    rows = running_totals(parse_orders(kafka_rows(spark, values))).collect()
+
+    counted = {(r["kind"], r["Product"]): r["records"] for r in rows if r["kind"] != "product"}
+    assert counted == {
+        ("orders", None): 3,
+        **{("rejected", reason): n for reason, n in Counter(GARBAGE.values()).items()},
+    }
+    assert [(r["Product"], r["Total Sales"], r["records"]) for r in rows if r["kind"] == "product"] == [
+        ("Laptop", Decimal("4000.00"), 2)
+    ]
+
+
 # The largest valid line: the most an int quantity and a price of decimal(18,2) allow. A total of many
 # such lines is past any single one, and past the decimal(29,2) of a line's amount.
 LARGEST_LINE = {"name": "Yacht", "cantidad": 2**31 - 1, "price": MAX_PRICE}
@@ -192,7 +209,7 @@ def test_sums_grow_past_any_single_record_exactly_in_ansi_mode(ansi_sql) -> None
     assert Decimal(10) ** 27 < summed["Yacht"]  # more than a line's decimal(29,2) amount can hold
 
 
-@pytest.mark.parametrize("query", [sales_totals, rejected_records])
+@pytest.mark.parametrize("query", [running_totals, rejected_records])
 def test_each_value_is_parsed_once(spark, query) -> None:
     """Not once more for each check of the reject reason (a filter pushed below the parse copies it)."""
     plan = query(parse_orders(kafka_rows(spark, [SEED_SAMPLE])))._jdf.queryExecution().optimizedPlan().toString()

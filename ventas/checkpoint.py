@@ -46,10 +46,19 @@ def lock(location: Path) -> int:
     return fd
 
 
+def _recount(location: Path | str) -> str:
+    return f"delete it to recount the topic from --starting-offsets: rm -r {location}"
+
+
 def damaged(location: Path | str, problem: str) -> UserError:
+    return UserError(f"checkpoint {location} is damaged: {problem}; {_recount(location)}")
+
+
+def of_another_layout(location: Path | str) -> UserError:
+    """The checkpoint's state has other columns than the query's: written by another version of it."""
     return UserError(
-        f"checkpoint {location} is damaged: {problem}; delete it to recount the topic from "
-        f"--starting-offsets: rm -r {location}"
+        f"checkpoint {location} holds the state of another version of the totals query (its columns "
+        f"differ); {_recount(location)}"
     )
 
 

@@ -126,15 +126,13 @@ class DashboardState:
     """What the page shows. The consumer's sinks and query listener write it, the server's threads
     read it: one lock, and a version that grows with every change, which wakes the event streams.
 
-    Orders and rejected records are counted since this consumer started, as the console's
-    `Rejected: ... (T since start)` line: a record is counted when the progress report of the batch
-    that read it arrives, together with the number of that batch's records that were rejected."""
+    Orders and rejected records are counted by the totals query itself, with the totals: since the
+    checkpoint's first batch, as the console's `Rejected: ... (T since start)` line."""
 
     def __init__(self, topic: str) -> None:
         self._changed = threading.Condition()
         self._version = 0
         self._closed = False
-        self._rejected_in_batch: dict[int, int] = {}
         self._view: dict[str, Any] = {
             "topic": topic,
             "batch": None,
@@ -143,7 +141,6 @@ class DashboardState:
             "grand_total": "0.00",
             "orders": 0,
             "rejected": 0,
-            "counted_since": _now(),
             "stream": None,
         }
 
@@ -164,17 +161,9 @@ class DashboardState:
             grand_total=f"{sum(totals.values(), Decimal('0.00')):f}",
         )
 
-    def rejected_in_batch(self, batch_id: int, count: int) -> None:
-        """How many of a batch's records the rejected-records sink set aside (counted with its progress)."""
-        with self._changed:
-            self._rejected_in_batch[batch_id] = count
-
-    def batch_read(self, batch_id: int, records: int) -> None:
-        """The progress of a batch of the query that sees every record: its records are now counted."""
-        with self._changed:
-            rejected = self._rejected_in_batch.pop(batch_id, 0)
-            orders, total_rejected = self._view["orders"] + records - rejected, self._view["rejected"] + rejected
-        self._update(orders=orders, rejected=total_rejected)
+    def show_counts(self, orders: int, rejected: int) -> None:
+        """The valid orders and rejected records counted with the totals."""
+        self._update(orders=orders, rejected=rejected)
 
     def show_progress(self, progress: Mapping[str, Any]) -> None:
         """A progress report of the totals query."""

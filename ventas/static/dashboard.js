@@ -60,8 +60,6 @@ function render(view) {
   byId("grand-total").textContent = grouped(view.grand_total);
   byId("orders").textContent = grouped(view.orders);
   byId("rejected").textContent = grouped(view.rejected);
-  byId("counted-since").textContent =
-    `Orders and rejected records are counted since this consumer started, at ${clock(view.counted_since)}.`;
   lastBatchTime = view.batch_time;
   byId("batch").textContent = view.batch === null ? "" : `batch ${view.batch}`;
   agoText();
