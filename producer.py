@@ -14,13 +14,13 @@ import argparse
 import json
 import logging
 import sys
-import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ventas.config import (
     EXIT_RUNTIME_ERROR,
@@ -38,8 +38,12 @@ from ventas.orders import Order, OrderGenerator
 from ventas.security import connect, load_security
 from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 
+if TYPE_CHECKING:
+    from kafka.future import Future
+
 log = logging.getLogger("producer")
 PROGRESS_EVERY_S = 5.0
+CLOCK_EVERY = 1000  # records sent between two reads of the clock when not paced by --rate
 DELIVERY_TIMEOUT_MS = 120_000
 FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
 # kafka-python settings of every producer this project runs (bench/run.py measures with them too):
@@ -93,56 +97,63 @@ def build_parser() -> Parser:
 
 @dataclass
 class DeliveryReport:
-    """What the broker acknowledged, updated from kafka-python's delivery callbacks."""
+    """What the broker acknowledged, told by each record's own future. The sending loop settles the
+    futures (no callback and no lock per record): oldest first, as far as the first still in flight."""
 
     sent: int = 0
     acknowledged: int = 0
     failed: int = 0
     totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _in_flight: deque[tuple[Future, Order]] = field(default_factory=deque, repr=False)
 
-    _closed: bool = field(default=False, repr=False)
+    def track(self, future: Future, order: Order) -> None:
+        """A record handed to the producer, counted once its future is done."""
+        self._in_flight.append((future, order))
+        self.sent += 1
 
-    def on_success(self, order: Order) -> None:
-        with self._lock:
-            if self._closed:
-                return
+    def settle(self) -> None:
+        """Count the records whose outcome is known, oldest first, up to the first still in flight."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0][0].is_done:
+            self._count(*in_flight.popleft())
+
+    def _count(self, future: Future, order: Order) -> None:
+        if future.succeeded():
             self.acknowledged += 1
             for line in order.products:
                 self.totals[line.name] += line.amount
-
-    def on_failure(self, order: Order, error: Exception) -> None:
-        with self._lock:
-            if self._closed:
-                return
+        else:
             self.failed += 1
-        log.error("order %s was not delivered: %s", order.order_id, error)
+            log.error("order %s was not delivered: %s", order.order_id, future.exception)
 
     @property
     def pending(self) -> int:
-        with self._lock:
-            return self.sent - self.acknowledged - self.failed
+        """Records not acknowledged nor failed yet."""
+        return sum(not future.is_done for future, _ in self._in_flight)
 
     def abandon_pending(self) -> None:
-        """Count the records still unacknowledged at exit as failed, and close the report: a callback
-        that comes later (the producer's close aborts what it still holds) changes nothing."""
-        with self._lock:
-            pending = self.sent - self.acknowledged - self.failed
-            self.failed += pending
-            self._closed = True
-        if pending:
-            log.error("%d orders were not acknowledged by the broker before exit", pending)
+        """At exit, count every record by its own outcome (futures finish out of order across
+        partitions): one still in flight is counted as failed."""
+        abandoned = 0
+        for future, order in self._in_flight:
+            if future.is_done:
+                self._count(future, order)
+            else:
+                self.failed += 1
+                abandoned += 1
+        self._in_flight.clear()
+        if abandoned:
+            log.error("%d orders were not acknowledged by the broker before exit", abandoned)
 
     def as_json(self, topic: str, elapsed_s: float) -> dict:
-        with self._lock:
-            return {
-                "topic": topic,
-                "orders_sent": self.sent,
-                "orders_acknowledged": self.acknowledged,
-                "orders_failed": self.failed,
-                "elapsed_s": round(elapsed_s, 3),
-                "totals": {name: str(total) for name, total in sorted(self.totals.items())},
-            }
+        return {
+            "topic": topic,
+            "orders_sent": self.sent,
+            "orders_acknowledged": self.acknowledged,
+            "orders_failed": self.failed,
+            "elapsed_s": round(elapsed_s, 3),
+            "totals": {name: str(total) for name, total in sorted(self.totals.items())},
+        }
 
 
 def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport, float]:
@@ -175,9 +186,10 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
             except KafkaTimeoutError:  # the buffer stayed full: the broker takes nothing; this order was not sent
                 log.warning("the broker at %s has taken no records for a while; still trying", args.bootstrap_servers)
                 continue
-            future.add_callback(lambda _, o=order: report.on_success(o))
-            future.add_errback(lambda error, o=order: report.on_failure(o, error))
-            report.sent += 1
+            report.track(future, order)
+            report.settle()
+            if not interval and report.sent % CLOCK_EVERY:
+                continue  # as fast as possible: the clock is read for the progress line now and then
             now = time.monotonic()
             if now >= next_progress:
                 log.info(
@@ -214,11 +226,11 @@ def finish(producer, report: DeliveryReport, stop: StopRequest) -> None:
                     f"(at most {DELIVERY_TIMEOUT_MS // 1000} s; Ctrl-C again to stop at once)"
                 )
                 noticed = True
-    report.abandon_pending()
     if flushed:
         producer.close(timeout=5)
     else:
         abandon(producer)
+    report.abandon_pending()  # once the producer is closed, no future changes any more
 
 
 def abandon(producer) -> None:

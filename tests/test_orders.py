@@ -73,3 +73,28 @@ def test_totals_are_quantity_times_price_summed_per_product() -> None:
         "Laptop": Decimal("2000"),
         "USB-C Charger": Decimal("0.30"),  # exactly, where floats would give 0.30000000000000004
     }
+
+
+def test_the_delivery_report_counts_each_record_by_its_own_future() -> None:
+    """Acknowledgements come out of order across partitions: at exit a record still in flight is
+    failed, and one acknowledged after it is still acknowledged, with its totals."""
+    from kafka.errors import KafkaTimeoutError
+    from kafka.future import Future
+
+    from producer import DeliveryReport
+
+    generator = OrderGenerator(seed=7)
+    orders = [generator.order(datetime(2025, 5, 12, 15, 33, 35)) for _ in range(4)]
+    futures = [Future() for _ in orders]
+    report = DeliveryReport()
+    for future, order in zip(futures, orders, strict=True):
+        report.track(future, order)
+    futures[0].success(None)
+    futures[2].success(None)  # ahead of futures[1], still in flight
+    futures[3].failure(KafkaTimeoutError())
+    report.settle()
+    assert (report.acknowledged, report.failed, report.pending) == (1, 0, 1)  # settled up to the first in flight
+
+    report.abandon_pending()
+    assert (report.sent, report.acknowledged, report.failed) == (4, 2, 2)
+    assert report.totals == product_totals([orders[0], orders[2]])
