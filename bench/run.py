@@ -287,15 +287,17 @@ def consumer_run(
         watchdog = threading.Timer(timeout_s, stop, [process])  # a run that never gets there ends anyway
         watchdog.start()
         batches: list[tuple[int, int]] = []
-        for line in process.stdout:
-            match = BATCH_LINE.search(line)
-            if match and int(match.group(2)):
-                batches.append((int(match.group(2)), int(match.group(3))))
-                if sum(b[0] for b in batches) >= until_records:
-                    break
-        watchdog.cancel()
-        stop(process)
-        peaks.append(rss.stop())
+        try:
+            for line in process.stdout:
+                match = BATCH_LINE.search(line)
+                if match and int(match.group(2)):
+                    batches.append((int(match.group(2)), int(match.group(3))))
+                    if sum(b[0] for b in batches) >= until_records:
+                        break
+        finally:  # a SIGTERM to the bench ends it here too
+            watchdog.cancel()
+            stop(process)
+            peaks.append(rss.stop())
     assert batches, f"the consumer reported no batch: {command}"
     return batches
 
