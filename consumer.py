@@ -775,6 +775,16 @@ def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopR
         time.sleep(0.05)
 
 
+def let_go(failed: StreamingQuery) -> None:
+    """Wait until Spark has let a failed query go. It sets the query's error before its thread stops
+    the sources and removes the query from the session's active ones: awaitTermination(timeout) can
+    raise in between, and a query started again then under the same name is refused ("a query with
+    that name is already active"; loop iteration 9 of #13 saw it). awaitTermination() without a
+    timeout returns once the thread is done."""
+    with contextlib.suppress(StreamingQueryException):
+        failed.awaitTermination()
+
+
 def run_queries(writers: list[DataStreamWriter], stop: StopRequest) -> list[StreamingQuery]:
     """Start the queries and wait until they end (--available-now), one fails, or a stop is requested."""
     queries = [writer.start() for writer in writers]
@@ -792,6 +802,7 @@ def run_queries(writers: list[DataStreamWriter], stop: StopRequest) -> list[Stre
                     raise
                 log.info("query %s: started again after Spark's SPARK-55271", query.name)
                 restarts[i] += 1
+                let_go(query)
                 queries[i] = writers[i].start()
     return queries
 
