@@ -17,12 +17,23 @@ STOP_NOTICE_AFTER_S = 2.0  # a stop that takes longer says what it waits for
 THIS_PROCESS = "this process"
 
 
+class SignalSafeEvent(threading.Event):
+    """A threading.Event that a signal handler may set. The handler runs in the main thread, between
+    two of its bytecodes, possibly while that thread holds the event's lock inside wait(): a plain
+    Event's lock is not reentrant, and set() would wait for it forever (a producer paced by --rate,
+    waiting on `requested` between two sends, hung so on its first SIGTERM)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition(threading.RLock())
+
+
 class StopRequest:
     """Stop signals received so far, and which kind of stop they ask for."""
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
-        self.immediate = threading.Event()
+        self.requested = SignalSafeEvent()
+        self.immediate = SignalSafeEvent()
         self._received: Counter[str] = Counter()
 
     def receive(self, receiver: str = THIS_PROCESS) -> None:
