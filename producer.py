@@ -115,16 +115,19 @@ class DeliveryReport:
         """Count the records whose outcome is known, oldest first, up to the first still in flight."""
         in_flight = self._in_flight
         while in_flight and in_flight[0][0].is_done:
-            self._count(*in_flight.popleft())
+            future, order = in_flight.popleft()
+            if not self._count(future, order):
+                log.error("order %s was not delivered: %s", order.order_id, future.exception)
 
-    def _count(self, future: Future, order: Order) -> None:
+    def _count(self, future: Future, order: Order) -> bool:
+        """Count a record whose future is done; True when the broker acknowledged it."""
         if future.succeeded():
             self.acknowledged += 1
             for line in order.products:
                 self.totals[line.name] += line.amount
-        else:
-            self.failed += 1
-            log.error("order %s was not delivered: %s", order.order_id, future.exception)
+            return True
+        self.failed += 1
+        return False
 
     @property
     def pending(self) -> int:
@@ -133,17 +136,18 @@ class DeliveryReport:
 
     def abandon_pending(self) -> None:
         """At exit, count every record by its own outcome (futures finish out of order across
-        partitions): one still in flight is counted as failed."""
-        abandoned = 0
+        partitions): one still in flight is counted as failed. One line for all that failed, not one
+        per record: a stop with the broker gone fails the whole buffer at once."""
+        failed = 0
         for future, order in self._in_flight:
-            if future.is_done:
-                self._count(future, order)
-            else:
+            if not future.is_done:
                 self.failed += 1
-                abandoned += 1
+                failed += 1
+            elif not self._count(future, order):
+                failed += 1
         self._in_flight.clear()
-        if abandoned:
-            log.error("%d orders were not acknowledged by the broker before exit", abandoned)
+        if failed:
+            log.error("%d orders were not acknowledged by the broker before exit", failed)
 
     def as_json(self, topic: str, elapsed_s: float) -> dict:
         return {
