@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
 STOP_GRACE_S = 30.0  # then the batch in progress is abandoned, to be run again on the next start
 TASKS_END_S = 10.0  # for the tasks of an abandoned batch to end once its query has stopped
+JOBS_CANCELLED_EVERY_S = 0.2  # while a query stops
 # For a stopped query's thread to end (its batch's job cancelled, its source closed, its state stores
 # released): seconds, but a double stop once took 55 s on 2 cores under ten times their load, and once
 # over 10 s for one query. Past it, the stop goes on and Spark's shutdown makes that thread print a stack trace.
@@ -732,14 +734,27 @@ def _last_batch_id(query: StreamingQuery) -> int:
 
 
 def stop_query(spark: SparkSession, query: StreamingQuery) -> None:
-    """query.stop(), which waits for the query's thread at most spark.sql.streaming.stopTimeout; past
-    that, one line, and the consumer goes on to end (a batch still commits with its state, or not at all)."""
-    try:
-        query.stop()
-    except Py4JJavaError as error:
-        timeout = spark.conf.get(STOP_TIMEOUT)
-        waited = f"{int(timeout) / 1000:g} s" if timeout.isdigit() else timeout
-        say(f"consumer: query {query.name} did not stop in {waited}: {error.java_exception}")
+    """query.stop(): Spark cancels the query's jobs, interrupts its thread and waits for the thread at
+    most spark.sql.streaming.stopTimeout; past that, one line, and the consumer goes on to end (a batch
+    still commits with its state, or not at all). Spark cancels the jobs once, before the interrupt,
+    and a job the thread starts after that runs to its end if the interrupt does not reach it: a batch
+    whose foreachBatch function started its collect just after a stop at once ran for 100 s and was
+    committed (loop iteration 3 of #13). So the query's jobs are cancelled again until its thread ends."""
+
+    def stop_and_wait() -> None:
+        try:
+            query.stop()
+        except Py4JJavaError as error:
+            timeout = spark.conf.get(STOP_TIMEOUT)
+            waited = f"{int(timeout) / 1000:g} s" if timeout.isdigit() else timeout
+            say(f"consumer: query {query.name} did not stop in {waited}: {error.java_exception}")
+
+    job_group = str(query.runId)  # the query's thread runs its batches' jobs in this group
+    stopping = threading.Thread(target=stop_and_wait, name=f"stop query {query.name}")
+    stopping.start()
+    while stopping.is_alive():
+        spark.sparkContext.cancelJobGroup(job_group)
+        stopping.join(JOBS_CANCELLED_EVERY_S)
 
 
 def stop_queries(spark: SparkSession, queries: list[StreamingQuery], stop: StopRequest) -> None:
