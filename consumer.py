@@ -461,6 +461,11 @@ class Snapshot:
         staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
         staging.replace(path)
 
+    def show_on(self, dashboard: DashboardState) -> None:
+        dashboard.show_totals(
+            self.batch_id, self.totals, self.counts.orders, self.counts.rejected_total, self.written_at
+        )
+
 
 class BatchCutShort(Exception):
     """A foreachBatch function's Spark job cancelled by a stop. Raised in place of Py4J's error, whose
@@ -517,8 +522,7 @@ class TotalsPrinter:
         snapshot = Snapshot(batch_id, totals, datetime.now(UTC).isoformat(), counts, self.tally.before.rejected)
         snapshot.write(self.checkpoint_location)
         if self.dashboard:
-            self.dashboard.show_totals(batch_id, totals, snapshot.written_at)
-            self.dashboard.show_counts(counts.orders, counts.rejected_total)
+            snapshot.show_on(self.dashboard)
         self.last_batch = batch_id
 
     def print_latest(self) -> None:
@@ -965,8 +969,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             dashboard = DashboardState(args.topic)
             if latest := Snapshot.read(args.checkpoint_location):
-                dashboard.show_totals(latest.batch_id, latest.totals, latest.written_at)
-                dashboard.show_counts(latest.counts.orders, latest.counts.rejected_total)
+                latest.show_on(dashboard)
             with serving(dashboard, args.dashboard_host, args.dashboard_port) as address:
                 run(args, stop, dashboard if address else None)
     except UserError as error:

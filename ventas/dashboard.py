@@ -150,8 +150,11 @@ class DashboardState:
             self._version += 1
             self._changed.notify_all()
 
-    def show_totals(self, batch_id: int, totals: Mapping[str, Decimal], batch_time: str | None = None) -> None:
-        """A totals table, as printed after micro-batch `batch_id` (or stored in the checkpoint)."""
+    def show_totals(
+        self, batch_id: int, totals: Mapping[str, Decimal], orders: int, rejected: int, batch_time: str | None = None
+    ) -> None:
+        """A totals table, as printed after micro-batch `batch_id` (or stored in the checkpoint), with
+        the valid orders and rejected records counted with it: one event for the page."""
         # Milliseconds at most: not every browser's Date reads Python's microseconds.
         when = datetime.fromisoformat(batch_time) if batch_time else datetime.now(UTC)
         self._update(
@@ -159,11 +162,9 @@ class DashboardState:
             batch_time=when.isoformat(timespec="milliseconds"),
             products=products_view(totals),
             grand_total=f"{sum(totals.values(), Decimal('0.00')):f}",
+            orders=orders,
+            rejected=rejected,
         )
-
-    def show_counts(self, orders: int, rejected: int) -> None:
-        """The valid orders and rejected records counted with the totals."""
-        self._update(orders=orders, rejected=rejected)
 
     def show_progress(self, progress: Mapping[str, Any]) -> None:
         """A progress report of the totals query."""
