@@ -40,6 +40,10 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
             "3",
             "--drain",
             "90",
+            "--sustained-rates",
+            "100",
+            "--sustained-for",
+            "3",
             "--output",
             str(output),
             "--markdown",
@@ -80,6 +84,13 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
     assert figures["latency"]["100"]["first"] == "ours"
     assert "latency at 100/s: load achieved " in stderr
     assert "| `--master spark://...`, 2 workers of 1 core each | " in markdown.read_text()
+    for consumer, pair in figures["sustained"].items():  # one step each: held, or failed with its reason
+        step = pair["held"] or pair["failed"]
+        assert step["rate"] == 100 and step["markers"] >= 1 and step["load_orders_per_s"] > 0, consumer
+        assert (pair["failed"] is None) == (pair["held"] is step), consumer
+    assert set(figures["sustained"]) == {"ours", "ours, quarantine off", "naive"}
+    assert "## Sustained rate (end-to-end p95 <= 2 s for 3 s)" in markdown.read_text()
+    assert figures["ratios"]["producer_vs_one_core_bound"] > 0
     assert all(mb > 0 for mb in figures["peak_rss_mb"].values())
     assert figures["machine"]["cores"] >= 1
     row = next(line for line in markdown.read_text().splitlines() if line.startswith("| 100 |"))
