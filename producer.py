@@ -138,15 +138,14 @@ class DeliveryReport:
         """At exit, count every record by its own outcome (futures finish out of order across
         partitions): one still in flight is counted as failed. One line for all that failed, not one
         per record: a stop with the broker gone fails the whole buffer at once."""
-        failed = 0
+        failed_before = self.failed
         for future, order in self._in_flight:
-            if not future.is_done:
+            if future.is_done:
+                self._count(future, order)
+            else:
                 self.failed += 1
-                failed += 1
-            elif not self._count(future, order):
-                failed += 1
         self._in_flight.clear()
-        if failed:
+        if failed := self.failed - failed_before:
             log.error("%d orders were not acknowledged by the broker before exit", failed)
 
     def as_json(self, topic: str, elapsed_s: float) -> dict:
