@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 SMOKE_TIMEOUT_S = 1800  # a hang guard, not a speed goal
 
 
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)  # pyproject's 900 s would cut the guard short
 def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
     output, markdown = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
     bench = start(
