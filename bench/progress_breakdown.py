@@ -26,10 +26,15 @@ STATE_TIMES = {"allUpdatesTimeMs", "allRemovalsTimeMs", "commitTimeMs"}
 
 
 def progresses(lines: Iterable[str]) -> Iterator[dict]:
-    """The query progress of each batch in an event log's lines, in order."""
+    """The query progress of each batch in an event log's lines, in order. The log of a running
+    application may end in a line still being written: that line is left out."""
     for line in lines:
         if PROGRESS_EVENT in line:
-            yield json.loads(line)["progress"]
+            try:
+                progress = json.loads(line)["progress"]
+            except json.JSONDecodeError:
+                continue
+            yield progress
 
 
 def breakdown(batches: Iterable[dict], query: str) -> dict:

@@ -30,6 +30,7 @@ def test_phases_of_the_batches_that_read_records_are_summed() -> None:
         progress_line("totals", 0, {"triggerExecution": 9, "latestOffset": 9}),  # an empty batch: not counted
         progress_line("rejected", 100, {"triggerExecution": 999, "addBatch": 999}),  # another query
         progress_line("totals", 50, {"triggerExecution": 600, "addBatch": 500, "walCommit": 40}, [10]),
+        progress_line("totals", 70, {"triggerExecution": 700})[:90],  # a running application's last line
     ]
     total = breakdown(progresses(lines), "totals")
     assert total["records"] == 150 and total["batches"] == 2
