@@ -42,9 +42,16 @@ def run_producer(*args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | N
     )
 
 
-def run_consumer(*args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | None = None) -> CompletedProcess:
+def run_consumer(
+    *args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | None = None, spark_options: Sequence[str] = ()
+) -> CompletedProcess:
+    """`spark-submit consumer.py ARGS` to its end; `spark_options` go to spark-submit (`--conf ...`)."""
     return subprocess.run(
-        spark_submit_command(args), capture_output=True, text=True, env=pipeline_env(env), timeout=timeout
+        spark_submit_command(args, options=spark_options),
+        capture_output=True,
+        text=True,
+        env=pipeline_env(env),
+        timeout=timeout,
     )
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.progress_breakdown import PROGRESS_EVENT, breakdown, markdown, progresses
-from tests.helpers import consumer_args, run_producer
-from ventas.processes import ROOT, pipeline_env, spark_submit_command
+from tests.helpers import consumer_args, run_consumer, run_producer
+from ventas.processes import ROOT
 
 BREAKDOWN = [sys.executable, str(ROOT / "bench" / "progress_breakdown.py")]
 
@@ -70,9 +70,7 @@ def test_the_consumers_event_log_gives_its_batches_phases(kafka_bootstrap: str, 
         *("--conf", "spark.eventLog.compress=false"),
     ]
     args = consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now", "--max-offsets-per-trigger", "100")
-    consumer = subprocess.run(
-        spark_submit_command(args, options=options), capture_output=True, text=True, env=pipeline_env(), timeout=300
-    )
+    consumer = run_consumer(*args, spark_options=options)
     assert consumer.returncode == 0, consumer.stderr[-3000:]
     logs = [str(path) for path in events.iterdir()]  # Spark 4: one rolling log directory; 3.5: one file
     result = subprocess.run([*BREAKDOWN, *logs], capture_output=True, text=True)
