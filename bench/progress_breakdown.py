@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -40,19 +41,19 @@ def progresses(lines: Iterable[str]) -> Iterator[dict]:
 def breakdown(batches: Iterable[dict], query: str) -> dict:
     """Phases of `query`'s batches that read records, summed: records, batches, ms per phase
     (`durationMs`), and the state operators' times summed over their tasks as `state <name>`."""
-    total: dict = {"records": 0, "batches": 0, "ms": {}}
+    total: dict = {"records": 0, "batches": 0, "ms": Counter()}
     for progress in batches:
+        if progress.get("name") != query:
+            continue
         records = sum(source["numInputRows"] for source in progress["sources"])
-        if progress.get("name") != query or not records:
+        if not records:
             continue
         total["records"] += records
         total["batches"] += 1
-        phases = dict(progress["durationMs"])
+        total["ms"].update(progress["durationMs"])
         for operator in progress.get("stateOperators", []):
             for name in STATE_TIMES & operator.keys():
-                phases[f"state {name}"] = phases.get(f"state {name}", 0) + operator[name]
-        for phase, ms in phases.items():
-            total["ms"][phase] = total["ms"].get(phase, 0) + ms
+                total["ms"][f"state {name}"] += operator[name]
     return total
 
 
@@ -66,7 +67,7 @@ def markdown(total: dict, query: str) -> str:
         "| phase | ms | share of the batches' time |",
         "|---|---|---|",
     ]
-    for phase, ms in sorted(total["ms"].items(), key=lambda item: -item[1]):
+    for phase, ms in total["ms"].most_common():
         share = f"{ms / batch_ms:.3f}" if batch_ms else "-"
         lines.append(f"| {phase} | {ms:,} | {share} |")
     lines.append("")
