@@ -74,4 +74,5 @@ clean:
 	-scripts/kafka-local stop
 	-scripts/kafka-local stop --brokers 3
 	-scripts/spark-local stop
+	-scripts/postgres-local stop
 	rm -rf .venv .venv-spark3.5 .pytest_cache .ruff_cache .hypothesis

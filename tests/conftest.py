@@ -1,16 +1,21 @@
 """Fixtures: a real Kafka broker for the session (or KAFKA_BOOTSTRAP_SERVERS), a fresh topic per
-test, and a small local SparkSession for the transformation's unit tests."""
+test, a real PostgreSQL server for the session with a fresh database per test, and a small local
+SparkSession for the transformation's unit tests."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ventas.config import UserError
 from ventas.kafka_local import LocalBroker, free_port
+from ventas.postgres_local import LocalPostgres, server_bindir
 
 # Consumers started by the tests serve no dashboard unless a test gives one a free port: two runs, or a
 # `make demo` beside them, never compete for the default port 8050.
@@ -51,6 +56,49 @@ def topic(kafka_bootstrap: str) -> str:
     finally:
         admin.close()
     return name
+
+
+@pytest.fixture(scope="session")
+def postgres_bindir() -> Path:
+    """The PostgreSQL server's binaries; Debian's postgresql is installed with apt-get when they are
+    missing (CI runs as root), as tests/test_dashboard.py installs chromium."""
+    try:
+        return server_bindir()
+    except UserError:
+        pass
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
+    ):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"could not install postgresql: {result.stderr[-2000:]}"
+    return server_bindir()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_bindir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A local PostgreSQL server on a free port with its own data dir; stopped (by PID) and its
+    cluster deleted when the session ends. Tests may stop, kill and start it again."""
+    server = LocalPostgres(free_port(), tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: LocalPostgres) -> str:
+    """The URL of a new database on the session's server, so tests never see each other's tables."""
+    import psycopg
+    from psycopg import sql
+
+    postgres_server.start()  # a no-op unless an earlier test left it stopped or killed
+    name = f"ventas_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as connection:
+        connection.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return postgres_server.database_url(name)
 
 
 @pytest.fixture(scope="session")

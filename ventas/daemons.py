@@ -1,4 +1,4 @@
-"""The project's long-running local servers (Kafka nodes, Spark master and workers), known by PID.
+"""The project's long-running local servers (Kafka nodes, Spark master and workers, PostgreSQL), known by PID.
 
 Each one records its PID in a JSON state file; a PID counts only while its process's command line
 still holds a marker of that server (its config path), so a stale or reused PID is never signalled.
@@ -27,14 +27,14 @@ def recorded_pid(state_file: Path, marker: Path) -> int | None:
     return pid if str(marker).encode() in cmdline else None
 
 
-def stop(*pids_of: PidOf, timeout_s: float = 60.0) -> bool:
-    """SIGTERM the processes at once and wait for them to exit; SIGKILL what still runs after
-    `timeout_s`. At once: a KRaft node stopping after the others would wait for a quorum that is
-    gone. True when any ran."""
+def stop(*pids_of: PidOf, timeout_s: float = 60.0, signum: int = signal.SIGTERM) -> bool:
+    """Signal the processes at once (SIGTERM, or the server's own stop signal) and wait for them to
+    exit; SIGKILL what still runs after `timeout_s`. At once: a KRaft node stopping after the others
+    would wait for a quorum that is gone. True when any ran."""
     running = [(pid_of, pid) for pid_of in pids_of if (pid := pid_of()) is not None]
     for _, pid in running:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signum)
     deadline = time.monotonic() + timeout_s
     while any(pid_of() is not None for pid_of, _ in running) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -51,6 +51,21 @@ def kill(pid_of: PidOf) -> None:
             os.kill(pid, signal.SIGKILL)
         while pid_of() is not None:
             time.sleep(0.1)
+
+
+def kill_tree(root_pid: int) -> list[int]:
+    """SIGKILL the process and all its descendants at once, as a lost machine would, and wait until
+    they are gone; their PIDs. Those that are this process's children are reaped: a zombie keeps its
+    PID, and PostgreSQL takes a postmaster.pid that names a zombie for a server still running."""
+    tree = process_tree(root_pid)
+    for pid, _ in tree:
+        with contextlib.suppress(ProcessLookupError):  # one that exited meanwhile
+            os.kill(pid, signal.SIGKILL)
+    wait_gone(tree)
+    for pid, _ in tree:
+        with contextlib.suppress(ChildProcessError):  # not a child of this process
+            os.waitpid(pid, os.WNOHANG)
+    return sorted(pid for pid, _ in tree)
 
 
 def process_tree(root_pid: int) -> set[tuple[int, str]]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -214,11 +212,7 @@ class SparkCluster:
         pid = self.worker(index).pid()
         if pid is None:
             raise UserError(f"worker {index} is not running")
-        tree = daemons.process_tree(pid)
-        for member, _ in tree:
-            os.kill(member, signal.SIGKILL)
-        daemons.wait_gone(tree)
-        return sorted(member for member, _ in tree)
+        return daemons.kill_tree(pid)
 
 
 def _report(cluster: SparkCluster) -> list[str]:
