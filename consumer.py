@@ -23,16 +23,15 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQueryListener
 from pyspark.sql.types import ArrayType, StringType
@@ -71,13 +70,15 @@ from ventas.dashboard import DashboardState, add_dashboard_arguments, serving
 from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, connect, load_security
 from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
 from ventas.table import format_batch
+from ventas.totals_db import NO_BATCH, BatchCounts, StoredTotals, TotalsDb, TotalsDbError
 
 log = logging.getLogger("consumer")
 
 REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
 ORDER = "order"
-# The rows of running_totals: what each one counts, and how many records it counted.
+QUERY = "sales"  # the query's name, and its checkpoint's directory under --checkpoint-location
+# The rows of batch_totals: what each one counts, and how many records it counted.
 KIND, RECORDS = "kind", "records"
 PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
@@ -90,8 +91,8 @@ JOBS_CANCELLED_EVERY_S = 0.2  # while a query stops
 QUERY_STOP_S = 120.0
 STOP_TIMEOUT = "spark.sql.streaming.stopTimeout"
 SQL_DEFAULTS = {  # each overridden by the same --conf of spark-submit
-    # A handful of products needs no 200 shuffle partitions: each one is a state store to load
-    # and commit every micro-batch. Fixed in the checkpoint at the first run.
+    # A micro-batch's sums over a handful of products need no 200 shuffle partitions: each one is a
+    # task every micro-batch. Fixed in the checkpoint at the first run.
     "spark.sql.shuffle.partitions": "4",
     # How long query.stop() waits for the query's thread: without limit by Spark's default, and a stop must end.
     STOP_TIMEOUT: str(int(QUERY_STOP_S * 1000)),
@@ -222,12 +223,11 @@ def rejected_records(parsed: DataFrame) -> DataFrame:
     )
 
 
-def running_totals(parsed: DataFrame) -> DataFrame:
-    """Everything the console and the dashboard count, in one aggregation over one parse: `kind`
+def batch_totals(parsed: DataFrame) -> DataFrame:
+    """Everything a micro-batch adds to the totals, in one aggregation over one parse: `kind`
     "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
     "orders" row counts valid orders in `records`; a "rejected" row per reason (in `Product`) counts
-    the records rejected for it. Kept by Spark in complete mode, the counts survive restarts with
-    the totals, and a record is read from Kafka and parsed once for all of them."""
+    the records rejected for it."""
     total = TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType
     no_amount = F.lit(None).cast(total)
 
@@ -252,8 +252,8 @@ def running_totals(parsed: DataFrame) -> DataFrame:
 
 
 def sales_totals(parsed: DataFrame) -> DataFrame:
-    """Valid orders -> `Product`, `Total Sales`: the product rows of running_totals."""
-    return running_totals(parsed).where(F.col(KIND) == PRODUCT_KIND).select(PRODUCT_COLUMN, TOTAL_SALES_COLUMN)
+    """Valid orders -> `Product`, `Total Sales`: the product rows of batch_totals."""
+    return batch_totals(parsed).where(F.col(KIND) == PRODUCT_KIND).select(PRODUCT_COLUMN, TOTAL_SALES_COLUMN)
 
 
 # ---------------------------------------------------------------- I/O
@@ -273,6 +273,13 @@ def build_parser() -> Parser:
         default=env("CHECKPOINT_LOCATION"),
         help="query checkpoints and the latest totals; delete it to start over "
         f"(env CHECKPOINT_LOCATION; default {STATE_HOME}/checkpoints/TOPIC)",
+    )
+    parser.add_argument(
+        "--totals-db",
+        default=env("TOTALS_DB"),
+        help="where the running totals are kept: a SQLite file, or postgresql://USER@HOST:PORT/DATABASE "
+        "(password from PGPASSWORD or ~/.pgpass) (env TOTALS_DB; "
+        f"default {STATE_HOME}/totals/TOPIC.sqlite3)",
     )
     parser.add_argument(
         "--rejected-path",
@@ -328,6 +335,7 @@ def interval(text: str) -> str:
 
 def resolve_paths(args: argparse.Namespace) -> None:
     args.checkpoint_location = args.checkpoint_location or str(STATE_HOME / "checkpoints" / args.topic)
+    args.totals_db = args.totals_db or str(STATE_HOME / "totals" / f"{args.topic}.sqlite3")
     args.rejected_path = (
         (args.rejected_path or str(STATE_HOME / "rejected" / args.topic)) if args.keep_rejected else None
     )
@@ -376,97 +384,6 @@ def check_topic(bootstrap_servers: str, topic: str, timeout_s: float, security: 
         client.close()
 
 
-def _snapshot_path(checkpoint_location: str) -> Path | None:
-    local = _local_path(checkpoint_location)
-    return local / "latest-totals.json" if local else None
-
-
-@dataclass(frozen=True)
-class Counts:
-    """The running counts of the totals query: valid orders, and rejected records per reason."""
-
-    orders: int = 0
-    rejected: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-
-class RejectTally:
-    """The records each batch rejected, from the running counts before and after it. A batch that
-    runs again (not committed before a stop or a failure) has the id of the last one counted: it is
-    measured against the counts before that batch, not after it."""
-
-    def __init__(self, batch_id: int | None = None, before: Counts = Counts(), after: Counts = Counts()) -> None:
-        self.batch_id, self.before, self.after = batch_id, before, after
-
-    @classmethod
-    def resuming(cls, latest: Snapshot | None) -> RejectTally:
-        """The tally as the last table printed from the checkpoint left it."""
-        if latest is None:
-            return cls()
-        return cls(latest.batch_id, Counts(rejected=latest.rejected_before), latest.counts)
-
-    def count(self, batch_id: int, counts: Counts) -> dict[str, int]:
-        """Reason -> records rejected for it in batch `batch_id`, whose running counts are `counts`."""
-        if batch_id != self.batch_id:
-            self.before = self.after
-        self.batch_id, self.after = batch_id, counts
-        return {
-            reason: n - self.before.rejected.get(reason, 0)
-            for reason, n in sorted(counts.rejected.items())
-            if n > self.before.rejected.get(reason, 0)
-        }
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The last table printed from a checkpoint, kept in `latest-totals.json`: a restart with nothing
-    new to read shows it, on the console and on the dashboard, and counts its rejects on from it."""
-
-    batch_id: int
-    totals: dict[str, Decimal]
-    written_at: str
-    counts: Counts
-    rejected_before: Mapping[str, int]
-
-    @classmethod
-    def read(cls, checkpoint_location: str) -> Snapshot | None:
-        path = _snapshot_path(checkpoint_location)
-        if not path or not path.exists():
-            return None
-        latest = json.loads(path.read_text())
-        return cls(
-            latest["batch_id"],
-            {name: Decimal(t) for name, t in latest["totals"].items()},
-            latest["written_at"],
-            Counts(latest.get("orders", 0), latest.get("rejected", {})),
-            latest.get("rejected_before", {}),
-        )
-
-    def write(self, checkpoint_location: str) -> None:
-        path = _snapshot_path(checkpoint_location)
-        if not path:
-            return
-        content = {
-            "batch_id": self.batch_id,
-            "written_at": self.written_at,
-            "totals": {name: str(total) for name, total in self.totals.items()},
-            "orders": self.counts.orders,
-            "rejected": dict(self.counts.rejected),
-            "rejected_before": dict(self.rejected_before),
-        }
-        staging = path.with_suffix(".tmp")
-        staging.write_text(json.dumps(content, ensure_ascii=False, indent=1))
-        staging.replace(path)
-
-    def show_on(self, dashboard: DashboardState) -> None:
-        dashboard.show_totals(
-            self.batch_id, self.totals, self.counts.orders, self.counts.rejected_total, self.written_at
-        )
-
-
 class BatchCutShort(Exception):
     """A foreachBatch function's Spark job cancelled by a stop. Raised in place of Py4J's error, whose
     long text (a Java stack trace) overflows the stack of Spark's check for an interrupted query (the
@@ -486,68 +403,82 @@ def cut_short_by(stop: StopRequest, batch_id: int) -> Iterator[None]:
         raise BatchCutShort(f"batch {batch_id} was cut short by a stop; it runs again on the next start") from None
 
 
-class TotalsPrinter:
-    """foreachBatch sink of the complete-mode running totals: prints the table and the batch's
-    rejected records, shows both on the dashboard and keeps them in `<checkpoint>/latest-totals.json`.
+class TotalsSink:
+    """foreachBatch function of the query: sums and counts the batch in one aggregation, writes its
+    rejected records to the quarantine (only when it has some), adds it to the totals database in one
+    transaction with its batch id, then prints the committed table and shows it on the dashboard.
 
-    Like every foreachBatch function here it lets any exception through: returning normally tells
-    Spark the batch is complete, and Spark then records it as committed. Collecting the batch is
-    also what runs the aggregation that writes the batch's state."""
+    It lets any exception through: returning normally tells Spark the batch is complete, and Spark
+    then records it as committed. A batch that Spark runs again after a crash between the database's
+    commit and its own finds its id in the database and is not counted twice."""
 
     def __init__(
-        self, checkpoint_location: str, rejected_path: str | None, dashboard: DashboardState | None, stop: StopRequest
+        self, db: TotalsDb, rejected_path: str | None, dashboard: DashboardState | None, stop: StopRequest
     ) -> None:
-        self.checkpoint_location = checkpoint_location
+        self.db = db
+        self.rejected_path = rejected_path
         self.kept_in = f"kept in {rejected_path}" if rejected_path else "not kept (--keep-rejected false)"
         self.dashboard = dashboard
         self.stop = stop
+        self.checkpoint_id: str | None = None  # set once the database is claimed for the query's checkpoint
+        self.claimed, self.refused = threading.Event(), threading.Event()
+        self.shown_at_start = False
         self.last_batch: int | None = None
-        self.tally = RejectTally.resuming(Snapshot.read(checkpoint_location))
+        self.failure: str | None = None  # what failed the query, in one line, when it was the database
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         with cut_short_by(self.stop, batch_id):
-            rows = batch.collect()
-        totals = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in rows if row[KIND] == PRODUCT_KIND}
-        orders = sum(row[RECORDS] for row in rows if row[KIND] == ORDERS_KIND)
-        counts = Counts(orders, {row[PRODUCT_COLUMN]: row[RECORDS] for row in rows if row[KIND] == REJECTED_KIND})
-        rejected = self.tally.count(batch_id, counts)
-        print(format_batch(batch_id, totals), flush=True)
-        if rejected:
-            reasons = ", ".join(f"{n} {reason}" for reason, n in rejected.items())
-            in_batch = f"{sum(rejected.values())} records in batch {batch_id}"
-            print(
-                f"Rejected: {in_batch} ({counts.rejected_total} since start): {reasons}; {self.kept_in}",
-                flush=True,
-            )
-        snapshot = Snapshot(batch_id, totals, datetime.now(UTC).isoformat(), counts, self.tally.before.rejected)
-        snapshot.write(self.checkpoint_location)
-        if self.dashboard:
-            snapshot.show_on(self.dashboard)
+            counts = batch_counts(batch_totals(batch).collect())
+            if counts.rejected and self.rejected_path:
+                rejects = rejected_records(batch).coalesce(1).write.mode("overwrite")
+                rejects.json(f"{self.rejected_path}/batch_id={batch_id}")  # a batch run again rewrites its own
+        while not self.claimed.wait(0.1):  # the query may start its first batch before run() claims the database
+            if self.stop.requested.is_set() or self.refused.is_set():
+                raise BatchCutShort(f"batch {batch_id} was cut short by a stop; it runs again on the next start")
+        try:
+            stored, _ = self.db.commit(self.checkpoint_id, batch_id, counts)
+        except TotalsDbError as error:
+            self.failure = f"{error}; batch {batch_id} was not counted, and runs again on the next start"
+            raise
+        print(format_batch(batch_id, stored.totals), flush=True)
+        if counts.rejected:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.rejected.items()))
+            in_batch = f"{sum(counts.rejected.values())} records in batch {batch_id}"
+            print(f"Rejected: {in_batch} ({stored.rejected_total} since start): {reasons}; {self.kept_in}", flush=True)
+        show_on(self.dashboard, stored)
         self.last_batch = batch_id
 
-    def print_latest(self) -> None:
-        """Print the stored table (when no batch ran in this process)."""
-        latest = Snapshot.read(self.checkpoint_location)
-        print(format_batch(latest.batch_id if latest else 0, latest.totals if latest else {}), flush=True)
+    def claim(self, query: StreamingQuery, location: str, legacy: LegacyTotals | None) -> None:
+        """Once the query has started (its id names the checkpoint): claim the database for its checkpoint,
+        importing an earlier version's totals if given, and print the table stored there."""
+        if self.claimed.is_set():
+            return
+        stored = self.db.claim(str(query.id), location, legacy.counts if legacy else None)
+        if legacy:
+            say(
+                f"consumer: imported the totals of batch {legacy.batch_id} from {location}/{LEGACY_QUERY} (Spark's "
+                f"state store, where earlier versions kept them) into {self.db.display}"
+            )
+        self.checkpoint_id = stored.checkpoint_id
+        self.claimed.set()
+        if stored.batch_id > NO_BATCH or stored.orders or stored.rejected:
+            print(format_batch(max(stored.batch_id, 0), stored.totals), flush=True)
+            show_on(self.dashboard, stored)
+            self.shown_at_start = True
 
 
-class RejectedWriter:
-    """foreachBatch sink of the rejected records' content (the quarantine): JSON lines under
-    `<path>/batch_id=N`, N a batch of this query (rewritten, not appended, if Spark replays it). The
-    totals query counts them."""
+def batch_counts(rows: list[Row]) -> BatchCounts:
+    """The rows of batch_totals, collected, as what the batch adds to the totals."""
+    return BatchCounts(
+        {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in rows if row[KIND] == PRODUCT_KIND},
+        sum(row[RECORDS] for row in rows if row[KIND] == ORDERS_KIND),
+        {row[PRODUCT_COLUMN]: row[RECORDS] for row in rows if row[KIND] == REJECTED_KIND},
+    )
 
-    def __init__(self, path: str, stop: StopRequest) -> None:
-        self.path = path.rstrip("/")
-        self.stop = stop
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        with cut_short_by(self.stop, batch_id):  # every call into the JVM, unpersist too
-            batch.persist()
-            try:
-                if batch.count():
-                    batch.coalesce(1).write.mode("overwrite").json(f"{self.path}/batch_id={batch_id}")
-            finally:
-                batch.unpersist()
+def show_on(dashboard: DashboardState | None, stored: StoredTotals) -> None:
+    if dashboard:
+        dashboard.show_totals(stored.batch_id, stored.totals, stored.orders, stored.rejected_total, stored.committed_at)
 
 
 def create_session() -> SparkSession:
@@ -568,12 +499,12 @@ def create_session() -> SparkSession:
     return spark
 
 
-def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
+def kafka_stream(spark: SparkSession, args: argparse.Namespace, starting_offsets: str) -> DataFrame:
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", args.bootstrap_servers)
         .option("subscribe", args.topic)
-        .option("startingOffsets", args.starting_offsets)
+        .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", str(args.fail_on_data_loss).lower())
         .options(**args.security.spark_options())
     )
@@ -592,33 +523,19 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         raise
 
 
-def query_writers(
-    spark: SparkSession, args: argparse.Namespace, dashboard: DashboardState | None, stop: StopRequest
-) -> tuple[TotalsPrinter, list[DataStreamWriter]]:
-    """The totals query (complete mode) and, unless --keep-rejected false, the rejected-records query,
-    on one parsed stream, ready to start (and to start again, see SPARK_55271)."""
-    parsed = parse_orders(kafka_stream(spark, args))
+def query_writer(
+    spark: SparkSession, args: argparse.Namespace, sink: TotalsSink, starting_offsets: str
+) -> DataStreamWriter:
+    """The one query: each record read and parsed once, each micro-batch handed to the sink; ready to
+    start (and to start again, see SPARK_55271)."""
+    parsed = parse_orders(kafka_stream(spark, args, starting_offsets))
     trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
-    printer = TotalsPrinter(args.checkpoint_location, args.rejected_path, dashboard, stop)
-    totals_query = (
-        running_totals(parsed)
-        .writeStream.outputMode("complete")
-        .foreachBatch(printer)
-        .option("checkpointLocation", f"{args.checkpoint_location}/totals")
-        .queryName("totals")
+    return (
+        parsed.writeStream.foreachBatch(sink)
+        .option("checkpointLocation", f"{args.checkpoint_location}/{QUERY}")
+        .queryName(QUERY)
         .trigger(**trigger)
     )
-    if not args.keep_rejected:
-        return printer, [totals_query]
-    rejected_query = (
-        rejected_records(parsed)
-        .writeStream.outputMode("append")
-        .foreachBatch(RejectedWriter(args.rejected_path, stop))
-        .option("checkpointLocation", f"{args.checkpoint_location}/rejected")
-        .queryName("rejected")
-        .trigger(**trigger)
-    )
-    return printer, [totals_query, rejected_query]
 
 
 # Spark 4.1.1's Kafka source fails the first batch of a restarted query when that batch was planned
@@ -636,15 +553,6 @@ DATA_LOSS_HELP = (
 )
 
 
-# The state in the checkpoint has other key or value columns than the query: Spark 4's error classes,
-# Spark 3.5's exception.
-STATE_OF_ANOTHER_LAYOUT = (
-    "STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE",
-    "STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE",
-    "StateSchemaNotCompatible",
-)
-
-
 def failure_message(error_text: str, checkpoint_location: str) -> str:
     """One line for a failed query: what a user can act on, not Spark's nested stack traces."""
     if "Some data may have been lost" in error_text:
@@ -654,10 +562,6 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
     location = str(_local_path(checkpoint_location) or checkpoint_location)
     if location in cause:  # a file of the checkpoint is missing or unreadable
         return str(checkpoint.damaged(location, cause))
-    if any(name in error_text for name in STATE_OF_ANOTHER_LAYOUT):
-        return str(checkpoint.of_another_layout(location))
-    if ".streaming.state." in error_text:  # Spark's state store failed to load what the checkpoint holds
-        return str(checkpoint.damaged(location, f"its state could not be read ({cause})"))
     return f"the streaming query failed: {cause}"
 
 
@@ -804,9 +708,15 @@ def let_go(failed: StreamingQuery) -> None:
         failed.awaitTermination()
 
 
-def run_queries(writers: list[DataStreamWriter], stop: StopRequest) -> list[StreamingQuery]:
-    """Start the queries and wait until they end (--available-now), one fails, or a stop is requested."""
-    queries = [writer.start() for writer in writers]
+def run_queries(
+    writers: list[DataStreamWriter], stop: StopRequest, started: Callable[[StreamingQuery], None]
+) -> list[StreamingQuery]:
+    """Start the queries, `started` called with each, and wait until they end (--available-now), one
+    fails, or a stop is requested."""
+    queries = []
+    for writer in writers:
+        queries.append(writer.start())
+        started(queries[-1])
     restarts = [0] * len(queries)
     while not stop.requested.is_set() and any(q.isActive for q in queries):
         for i, query in enumerate(queries):
@@ -823,12 +733,13 @@ def run_queries(writers: list[DataStreamWriter], stop: StopRequest) -> list[Stre
                 restarts[i] += 1
                 let_go(query)
                 queries[i] = writers[i].start()
+                started(queries[i])
     return queries
 
 
 class CheckpointLogs:
-    """The offset and commit logs of the checkpoint's queries, read through Hadoop's file system as
-    Spark reads them, wherever the checkpoint is."""
+    """The metadata, offset and commit logs of the checkpoint's queries, read through Hadoop's file
+    system as Spark reads them, wherever the checkpoint is."""
 
     def __init__(self, spark: SparkSession, checkpoint_location: str) -> None:
         self.jvm, self.conf = spark._jvm, spark._jsc.hadoopConfiguration()
@@ -838,85 +749,164 @@ class CheckpointLogs:
         path = self.jvm.org.apache.hadoop.fs.Path(f"{self.location}/{relative}")
         return path, path.getFileSystem(self.conf)
 
+    def _text(self, relative: str) -> str | None:
+        path, file_system = self._path(relative)
+        if not file_system.exists(path):
+            return None
+        stream = file_system.open(path)
+        try:
+            return self.jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+
+    def query_id(self, query: str) -> str | None:
+        """The query's id, which Spark keeps in its `metadata` file from the first start on: it names
+        the checkpoint. None for a query never started."""
+        text = self._text(f"{query}/metadata")
+        return json.loads(text)["id"] if text else None
+
     def last_batch(self, query: str, log_name: str) -> int:
         path, file_system = self._path(f"{query}/{log_name}")
         if not file_system.exists(path):
-            return -1
+            return NO_BATCH
         names = [status.getPath().getName() for status in file_system.listStatus(path)]
-        return max((int(name) for name in names if name.isdigit()), default=-1)
+        return max((int(name) for name in names if name.isdigit()), default=NO_BATCH)
 
     def committed_offsets(self, query: str, topic: str) -> dict[int, int]:
         """The Kafka offsets up to which the query's last committed batch read, per partition."""
         batch = self.last_batch(query, "commits")
-        if batch < 0:
+        text = self._text(f"{query}/offsets/{batch}") if batch > NO_BATCH else None
+        if not text:
             return {}
-        path, file_system = self._path(f"{query}/offsets/{batch}")
-        stream = file_system.open(path)
-        try:
-            text = self.jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
         return {int(p): offset for p, offset in json.loads(text.splitlines()[-1]).get(topic, {}).items()}
 
 
-def queries_behind(logs: CheckpointLogs, names: list[str], args: argparse.Namespace) -> list[str]:
-    """The queries whose committed offsets have not reached the topic's latest offsets at start. A
-    query that never committed a batch, started from other than the earliest offsets, may rightly
-    have found nothing to read."""
-    behind = []
-    for name in names:
-        committed = logs.committed_offsets(name, args.topic)
-        if not committed and args.starting_offsets != "earliest":
-            continue
-        if any(committed.get(partition, 0) < end for partition, end in args.latest_offsets.items()):
-            behind.append(name)
-    return behind
+# Earlier versions of this consumer kept the totals in Spark's state store, in the checkpoint of a
+# complete-mode query of this name (and the rejected records' in another query's).
+LEGACY_QUERY, LEGACY_REJECTED_QUERY = "totals", "rejected"
+
+
+@dataclass(frozen=True)
+class LegacyTotals:
+    """The totals an earlier version's checkpoint holds, as of its last committed batch."""
+
+    batch_id: int
+    counts: BatchCounts
+    offsets: dict[int, int]  # where that batch ended: this query starts there
+
+    def starting_offsets(self, topic: str) -> str:
+        return json.dumps({topic: {str(partition): offset for partition, offset in self.offsets.items()}})
+
+
+def legacy_totals(spark: SparkSession, logs: CheckpointLogs, topic: str) -> LegacyTotals | None:
+    """The running totals of an earlier version's checkpoint, read with Spark's state data source;
+    None when the checkpoint has none."""
+    batch = logs.last_batch(LEGACY_QUERY, "commits")
+    if batch == NO_BATCH:
+        return None
+    spark.streams.active  # noqa: B018 -- the state reader needs the state store coordinator this creates
+    try:
+        state = spark.read.format("statestore").option("batchId", batch).load(f"{logs.location}/{LEGACY_QUERY}")
+        rows = state.select("key.*", "value.*").collect()
+    except Exception as error:  # the reader's AnalysisException or a failed job's Py4JJavaError
+        raise checkpoint.damaged(
+            logs.location,
+            f"the totals of earlier versions, in {LEGACY_QUERY}/state, could not be imported "
+            f"({str(error).strip().splitlines()[0][:300]})",
+        ) from None
+    counts = BatchCounts(
+        {row[PRODUCT_COLUMN]: row["sum"] for row in rows if row[KIND] == PRODUCT_KIND},
+        sum(row["count"] for row in rows if row[KIND] == ORDERS_KIND),
+        {row[PRODUCT_COLUMN]: row["count"] for row in rows if row[KIND] == REJECTED_KIND},
+    )
+    return LegacyTotals(batch, counts, logs.committed_offsets(LEGACY_QUERY, topic))
+
+
+def set_aside_legacy_quarantine(rejected_path: str | None) -> None:
+    """Earlier versions numbered the quarantine's directories by another query's batches; they move
+    to `before-upgrade/`, so that this query's batches of the same numbers do not overwrite them."""
+    local = _local_path(rejected_path) if rejected_path else None
+    if local is None or not local.is_dir():
+        return
+    for directory in local.glob("batch_id=*"):
+        (local / "before-upgrade").mkdir(exist_ok=True)
+        directory.rename(local / "before-upgrade" / directory.name)
+
+
+def is_behind(logs: CheckpointLogs, args: argparse.Namespace, start: Mapping[int, int] | None) -> bool:
+    """Whether the query's committed offsets have not reached the topic's latest offsets at start.
+    `start`: where the query started, when known (None: a query that never committed a batch, started
+    from other than the earliest offsets, may rightly have found nothing to read)."""
+    committed = logs.committed_offsets(QUERY, args.topic) or start
+    if committed is None:
+        return False
+    return any(committed.get(partition, 0) < end for partition, end in args.latest_offsets.items())
 
 
 AVAILABLE_NOW_RUNS = 3  # one is enough on Spark 3.5; on 4.1.1 a second run has always sufficed
 
 
 def read_on(
-    spark: SparkSession,
+    logs: CheckpointLogs,
     args: argparse.Namespace,
-    writers: list[DataStreamWriter],
-    queries: list[StreamingQuery],
+    writer: DataStreamWriter,
+    start: Mapping[int, int] | None,
     stop: StopRequest,
-) -> None:
-    """--available-now: run the queries again while one has ended before the offsets the topic had
-    at start. Spark 4.1.1's AvailableNow trigger can end early: after a batch a stop left planned
-    but not committed, it runs that batch alone; and now and then it ends with nothing read at all."""
-    logs = CheckpointLogs(spark, args.checkpoint_location)
-    writer_of = {query.name: writer for query, writer in zip(queries, writers, strict=True)}
+    started: Callable[[StreamingQuery], None],
+) -> list[StreamingQuery]:
+    """--available-now: run the query again while it has ended before the offsets the topic had at
+    start. Spark 4.1.1's AvailableNow trigger can end early: after a batch a stop left planned but
+    not committed, it runs that batch alone; and now and then it ends with nothing read at all."""
+    queries: list[StreamingQuery] = []
     for _ in range(AVAILABLE_NOW_RUNS - 1):
-        behind = queries_behind(logs, list(writer_of), args)
-        if not behind or stop.requested.is_set():
-            return
-        log.info("query %s ended before the topic's latest offsets at start; running it again", ", ".join(behind))
-        queries[:] = [q for q in queries if q.name not in behind] + run_queries([writer_of[n] for n in behind], stop)
-    if behind := queries_behind(logs, list(writer_of), args):
+        if not is_behind(logs, args, start) or stop.requested.is_set():
+            return queries
+        log.info("query %s ended before the topic's latest offsets at start; running it again", QUERY)
+        queries = run_queries([writer], stop, started)
+    if is_behind(logs, args, start):
         raise UserError(
-            f"--available-now: query {', '.join(behind)} ended {AVAILABLE_NOW_RUNS} times before the latest "
-            f"offsets the topic had at start ({args.latest_offsets}); run it again"
+            f"--available-now: query {QUERY} ended {AVAILABLE_NOW_RUNS} times before the latest offsets the "
+            f"topic had at start ({args.latest_offsets}); run it again"
         )
+    return queries
 
 
-def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState | None) -> None:
-    """Run the queries until they end (--available-now), fail, or a stop signal arrives; keep the
+def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState | None, db: TotalsDb) -> None:
+    """Run the query until it ends (--available-now), fails, or a stop signal arrives; keep the
     dashboard, if it is served, up to date."""
     spark = create_session()
     stop.install()  # again: SparkContext installs a SIGINT handler of its own
+    sink = TotalsSink(db, args.rejected_path, dashboard, stop)
     try:
         with stop_signals_left_to_the_driver(spark, stop):
             if dashboard or log.isEnabledFor(logging.INFO):
                 spark.streams.addListener(ProgressListener(dashboard))
-            printer, writers = query_writers(spark, args, dashboard, stop)
-            queries = run_queries(writers, stop)
+            logs = CheckpointLogs(spark, args.checkpoint_location)
+            committed = logs.last_batch(QUERY, "commits")
+            stored = db.check(logs.query_id(QUERY), args.checkpoint_location, committed)
+            legacy = legacy_totals(spark, logs, args.topic) if stored.checkpoint_id is None else None
+            if legacy:
+                set_aside_legacy_quarantine(args.rejected_path)
+            writer = query_writer(
+                spark, args, sink, legacy.starting_offsets(args.topic) if legacy else args.starting_offsets
+            )
+
+            def started(query: StreamingQuery) -> None:
+                try:
+                    sink.claim(query, args.checkpoint_location, legacy)
+                except UserError:
+                    sink.refused.set()
+                    spark.sparkContext.setLogLevel("OFF")
+                    stop_query(spark, query)
+                    raise
+
+            queries = run_queries([writer], stop, started)
             if args.available_now and args.latest_offsets is not None:
-                read_on(spark, args, writers, queries, stop)
+                start = legacy.offsets if legacy else {} if args.starting_offsets == "earliest" else None
+                queries = read_on(logs, args, writer, start, stop, started) or queries
             if not stop.requested.is_set():
-                if args.available_now and printer.last_batch is None:
-                    printer.print_latest()
+                if args.available_now and sink.last_batch is None and not sink.shown_at_start:
+                    print(format_batch(0, {}), flush=True)
                 return
             stop_queries(spark, queries, stop)
         # A batch that the stop cut short failed, as Spark saw it, so it was not committed and runs again
@@ -927,16 +917,16 @@ def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState |
                 log.info("query %s ended while stopping: %s", query.name, str(query.exception()).splitlines()[0])
         say(
             "consumer: stopped"
-            + ("" if printer.last_batch is None else f" after batch {printer.last_batch}")
+            + ("" if sink.last_batch is None else f" after batch {sink.last_batch}")
             + ("" if not stop.immediate.is_set() else " (at once)")
         )
     except StreamingQueryException as error:
-        # The other query is stopped first, quietly: cut short by spark.stop(), its batch would log
+        # A query still active is stopped first, quietly: cut short by spark.stop(), its batch would log
         # Spark's errors and stack traces under the one line that says what failed.
         spark.sparkContext.setLogLevel("OFF")
         for query in spark.streams.active:
             stop_query(spark, query)
-        raise UserError(failure_message(str(error), args.checkpoint_location)) from None
+        raise UserError(sink.failure or failure_message(str(error), args.checkpoint_location)) from None
     finally:
         spark.stop()
 
@@ -964,14 +954,18 @@ def main(argv: list[str] | None = None) -> None:
         claim_checkpoint(args.checkpoint_location)
         args.security = load_security(args.client_properties)
         args.latest_offsets = check_topic(args.bootstrap_servers, args.topic, args.connect_timeout, args.security)
-        if stop.requested.is_set():
-            say("consumer: stopped before the query started")
-        else:
+        db = TotalsDb.open(args.totals_db)
+        try:
+            if stop.requested.is_set():
+                say("consumer: stopped before the query started")
+                return
             dashboard = DashboardState(args.topic)
-            if latest := Snapshot.read(args.checkpoint_location):
-                latest.show_on(dashboard)
+            if (stored := db.read()).checkpoint_id:
+                show_on(dashboard, stored)
             with serving(dashboard, args.dashboard_host, args.dashboard_port) as address:
-                run(args, stop, dashboard if address else None)
+                run(args, stop, dashboard if address else None, db)
+        finally:
+            db.close()
     except UserError as error:
         fail(parser.prog, error)
     except Py4JError:  # the JVM is gone: a stop signal reached it while its handlers were its own

@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument(
         "event_logs", nargs="+", type=Path, help="uncompressed Spark event logs (files, or rolling log directories)"
     )
-    parser.add_argument("--query", default="totals", help="the query's name (default %(default)s)")
+    parser.add_argument("--query", default="sales", help="the query's name (default %(default)s)")
     args = parser.parse_args()
     try:
         total = breakdown(read_progresses(args.event_logs), args.query)

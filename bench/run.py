@@ -280,6 +280,8 @@ def consumer_run(
                 f"{state}/checkpoint",
                 "--rejected-path",
                 f"{state}/rejected",
+                "--totals-db",
+                f"{state}/totals.sqlite3",
                 *extra,
             ],
             python=python,
@@ -505,6 +507,8 @@ def consumer_commands(broker: LocalBroker, state: str) -> dict[str, list[str]]:
             f"{state}/TOPIC/checkpoint",
             "--rejected-path",
             f"{state}/TOPIC/rejected",
+            "--totals-db",
+            f"{state}/TOPIC/totals.sqlite3",
         ]
     )
     return {

@@ -9,5 +9,5 @@ from ventas.security import load_security
 args = build_parser().parse_args(sys.argv[1:])
 args.security = load_security(args.client_properties)
 spark = create_session()
-sales_totals(parse_orders(kafka_stream(spark, args))).explain(extended=True)
+sales_totals(parse_orders(kafka_stream(spark, args, args.starting_offsets))).explain(extended=True)
 spark.stop()

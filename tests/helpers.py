@@ -9,6 +9,7 @@ import pty
 import re
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import termios
@@ -65,13 +66,15 @@ def consumer_args(bootstrap: str, topic: str, state: Path, *extra: str) -> list[
         str(state / "checkpoint"),
         "--rejected-path",
         str(state / "rejected"),
+        "--totals-db",
+        str(state / "totals.sqlite3"),
         *extra,
     ]
 
 
-def final_totals(bootstrap: str, topic: str, state: Path) -> dict[str, Decimal]:
+def final_totals(bootstrap: str, topic: str, state: Path, *extra: str) -> dict[str, Decimal]:
     """What the consumer prints after catching up on everything, from the same checkpoint."""
-    result = run_consumer(*consumer_args(bootstrap, topic, state, "--available-now"))
+    result = run_consumer(*consumer_args(bootstrap, topic, state, "--available-now", *extra))
     assert result.returncode == 0, result.stdout + result.stderr
     return printed_tables(result.stdout)[-1]
 
@@ -85,6 +88,18 @@ def printed_tables(stdout: str) -> list[dict[str, Decimal]]:
             {cells[0].rstrip(): Decimal(cells[1].strip()) for cells in (row.strip("|").rsplit("|", 1) for row in rows)}
         )
     return tables
+
+
+def stored_totals(database: Path) -> dict[str, Decimal]:
+    """The product totals in a consumer's SQLite database, as a user's `sqlite3` shell reads them."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return {product: Decimal(total) for product, total in db.execute("SELECT * FROM product_totals")}
+
+
+def query_id(database: Path) -> str:
+    """The id of the query (the checkpoint) whose totals a SQLite totals database holds."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return db.execute("SELECT checkpoint_id FROM stream_progress").fetchone()[0]
 
 
 def summary_totals(path: Path) -> dict[str, Decimal]:

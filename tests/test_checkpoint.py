@@ -135,17 +135,3 @@ def test_the_lock_file_is_not_taken_for_a_query(tmp_path: Path) -> None:
     os.close(checkpoint.lock(tmp_path))
     (tmp_path / "latest-totals.json").write_text(json.dumps({"batch_id": 0}))
     checkpoint.check(tmp_path)
-
-
-def test_state_of_another_version_of_the_query_is_one_line_to_delete_it(tmp_path: Path) -> None:
-    """As Spark 4.1 fails a query whose grouping columns changed (a checkpoint of an earlier version)."""
-    from consumer import failure_message
-
-    error = (
-        "[STREAM_FAILED] Query [id = 1, runId = 2] terminated with exception: "
-        "[STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE] Provided key schema does not match existing state key schema."
-    )
-    assert failure_message(error, str(tmp_path)) == (
-        f"checkpoint {tmp_path} holds the state of another version of the totals query (its columns differ); "
-        f"delete it to recount the topic from --starting-offsets: rm -r {tmp_path}"
-    )

@@ -64,8 +64,9 @@ def test_valid_against_the_compose_specification(compose: dict, compose_schema: 
 
 def test_services_and_images(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "kafka-init", "producer", "spark-master", "spark-worker", "consumer"}
+    assert set(services) == {"kafka", "kafka-init", "producer", "spark-master", "spark-worker", "consumer", "postgres"}
     assert services["kafka"]["image"] == "apache/kafka:4.0.0"
+    assert re.fullmatch(r"postgres:\d+", services["postgres"]["image"])
     assert services["kafka-init"]["image"] == "apache/kafka:4.0.0"
     # The official image's tag of exactly the driver's pyspark (the Dockerfile installs requirements.txt).
     pinned = re.search(r"^pyspark==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)[1]
@@ -98,7 +99,8 @@ def test_environment_names_are_the_ones_the_code_reads(compose: dict) -> None:
     known = project_env_names()
     for client in ("producer", "consumer"):
         env = compose["services"][client]["environment"]
-        assert set(env) - {"LOG_LEVEL"} <= known, f"{client}: unknown variables {set(env) - known}"
+        # LOG_LEVEL is read by the logging setup; PGPASSWORD by libpq itself.
+        assert set(env) - {"LOG_LEVEL", "PGPASSWORD"} <= known, f"{client}: unknown variables {set(env) - known}"
         assert env["KAFKA_TOPIC"] == DEFAULT_TOPIC
     init = compose["services"]["kafka-init"]["command"]
     assert init[init.index("--topic") + 1] == DEFAULT_TOPIC
@@ -121,6 +123,25 @@ def test_nothing_starts_before_kafka_accepts_connections(compose: dict) -> None:
     for client in ("producer", "consumer"):
         assert services[client]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
     assert services["spark-worker"]["depends_on"]["spark-master"]["condition"] == "service_healthy"
+
+
+def test_the_consumer_keeps_its_totals_in_the_postgres_service_once_it_is_healthy(compose: dict) -> None:
+    from urllib.parse import urlsplit
+
+    services = compose["services"]
+    postgres, consumer = services["postgres"], services["consumer"]
+    assert consumer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    check = postgres["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "pg_isready"] and check[check.index("-h") + 1] == "127.0.0.1"
+    totals_db = urlsplit(consumer["environment"]["TOTALS_DB"])
+    assert totals_db.scheme == "postgresql" and totals_db.password is None  # the password is PGPASSWORD
+    assert (totals_db.hostname, totals_db.port) == ("postgres", 5432)
+    assert totals_db.username == postgres["environment"]["POSTGRES_USER"]
+    assert totals_db.path == "/" + postgres["environment"]["POSTGRES_DB"]
+    assert consumer["environment"]["PGPASSWORD"] == postgres["environment"]["POSTGRES_PASSWORD"]
+    assert postgres["ports"] == ["127.0.0.1:5432:5432"]
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"]
+    assert "postgres-data" in compose["volumes"]
 
 
 def test_kafka_data_and_checkpoint_live_in_named_volumes_shared_with_the_workers(compose: dict) -> None:

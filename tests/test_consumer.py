@@ -129,7 +129,7 @@ def test_rejects_not_kept_are_counted_by_reason_across_restarts_from_one_read(
         "1 tombstone (null value); not kept (--keep-rejected false)"
     ) in result.stdout
     assert not (tmp_path / "rejected").exists()
-    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir() if p.is_dir()) == ["totals"]
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir() if p.is_dir()) == ["sales"]
 
     send_values(kafka_bootstrap, topic, [valid, None])
     again = run_consumer(*args)

@@ -76,7 +76,7 @@ def test_a_batch_planned_but_not_committed_before_a_stop_runs_on_the_next_start(
     assert run_producer(*producer_args(kafka_bootstrap, topic, summaries[0], count=300, rate=0, seed=5)).returncode == 0
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summaries[0])
     assert run_producer(*producer_args(kafka_bootstrap, topic, summaries[1], count=300, rate=0, seed=6)).returncode == 0
-    offsets = tmp_path / "checkpoint" / "totals" / "offsets"
+    offsets = tmp_path / "checkpoint" / "sales" / "offsets"
     version, metadata, _ = (offsets / "0").read_text().splitlines()
     planned = {topic: {str(tp.partition): end for tp, end in end_offsets(kafka_bootstrap, topic).items()}}
     (offsets / "1").write_text("\n".join([version, metadata, json.dumps(planned)]))
@@ -193,6 +193,8 @@ def test_deleting_the_checkpoint_starts_over(kafka_bootstrap: str, topic: str, t
     send_values(kafka_bootstrap, topic, [b"not an order"])
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)
     shutil.rmtree(tmp_path / "checkpoint")
+    for database in tmp_path.glob("totals.sqlite3*"):  # its totals belong to the deleted checkpoint
+        database.unlink()
     assert final_totals(kafka_bootstrap, topic, tmp_path) == summary_totals(summary)  # recounted, not doubled
     assert len(rejected_rows(tmp_path / "rejected")) == (1 if KEEPS_REJECTED else 0)  # rewritten, not appended
 

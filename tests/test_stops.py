@@ -30,6 +30,7 @@ from tests.helpers import (
     printed_lines,
     printed_tables,
     producer_args,
+    query_id,
     run_consumer,
     run_producer,
     start_consumer,
@@ -114,7 +115,7 @@ def test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once(
     summary = tmp_path / "summary.json"
     produced = run_producer(*producer_args(kafka_bootstrap, topic, summary, count=300_000, rate=0, seed=29))
     assert produced.returncode == 0, produced.stderr
-    out, totals_log = tmp_path / "consumer.txt", tmp_path / "checkpoint" / "totals"
+    out, totals_log = tmp_path / "consumer.txt", tmp_path / "checkpoint" / "sales"
     consumer = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path), out)
     events: list[tuple[float, str]] = []  # what happened when, for a failure to explain itself
     try:
@@ -150,7 +151,7 @@ def test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once(
     story = "\n".join(f"{when - events[0][0]:+7.1f} s  {what}" for when, what in sorted(events))
     failure = f"{text[-3000:]}\n{story}"
     if second == "after the notice":
-        assert "consumer: stopping: waiting for batch 0 of query totals to finish" in text, failure
+        assert "consumer: stopping: waiting for batch 0 of query sales to finish" in text, failure
     assert code == 0 and re.search(r"^consumer: stopped \(at once\)$", text, re.MULTILINE), failure
     assert not re.search(r"Traceback|ERROR|Exception in thread", text), failure
     assert not (totals_log / "commits" / "0").exists(), failure
@@ -307,32 +308,18 @@ def latest(directory: Path, suffix: str = "") -> Path:
     return max(directory.glob(f"[0-9]*{suffix}"), key=lambda p: int(p.name.split(".")[0]))
 
 
-@pytest.mark.parametrize("damage", ["state delta removed", "state delta corrupted", "commit emptied"])
+@pytest.mark.parametrize("damage", ["offsets emptied", "commit emptied"])
 def test_a_damaged_checkpoint_is_one_line_and_exit_1(
     kafka_bootstrap: str, topic: str, tmp_path: Path, damage: str
 ) -> None:
-    """As a machine crash, a full disk or an older version of this project leaves a checkpoint."""
+    """As a machine crash or a full disk leaves a checkpoint; deleted to recount, its totals database
+    is refused until it is emptied too."""
     assert run_producer(*producer_args(kafka_bootstrap, topic, tmp_path / "s.json", 300, 0, 91)).returncode == 0
     assert final_totals(kafka_bootstrap, topic, tmp_path)
-    totals = tmp_path / "checkpoint" / "totals"
-    partition = totals / "state" / "0" / "1"
-    if damage == "state delta removed":
-        delta = latest(partition, ".delta")
-        delta.unlink()
-        (partition / f".{delta.name}.crc").unlink()
-        problem = f"totals: batch 0 is committed but state/0/1/{delta.name} does not exist"
-    elif damage == "state delta corrupted":  # caught by Spark when it reads the file
-        delta = latest(partition, ".delta")
-        delta.write_bytes(b"\x00garbage" * 10)
-        (partition / f".{delta.name}.crc").unlink()
-        # Spark 3.5 fails to read it; Spark 4.1 checks the file against its own checksum first
-        problem = f"Checksum verification failed, the file may be corrupted. File: file:{delta}"
-        if not (partition / f"{delta.name}.crc").exists():
-            problem = "its state could not be read (java.io."
-    else:
-        latest(totals / "commits").write_bytes(b"")
-        problem = "totals: commits/0 is empty or unreadable"
-    more = tmp_path / "more.json"  # new orders: the next batch has to load the damaged state
+    log_name = "offsets" if damage == "offsets emptied" else "commits"
+    latest(tmp_path / "checkpoint" / "sales" / log_name).write_bytes(b"")
+    problem = f"sales: {log_name}/0 is empty or unreadable"
+    more = tmp_path / "more.json"
     assert run_producer(*producer_args(kafka_bootstrap, topic, more, 100, 0, 92)).returncode == 0
 
     result = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now", "--log-level", "INFO"))
@@ -347,7 +334,17 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_1(
     stack_trace = re.compile(r"\tat |(Caused by: )?[\w.$]+(Exception|Error)\b")
     assert not [line for line in lines if stack_trace.match(line)], lines[-20:]
 
-    shutil.rmtree(location)  # the way out the line gives
+    shutil.rmtree(location)  # the way out the line gives; the database still holds the old checkpoint's totals
+    refused = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    database = tmp_path / "totals.sqlite3"
+    assert refused.returncode == 1
+    assert [line for line in printed_lines(refused) if line.startswith("consumer.py: error:")] == [
+        f"consumer.py: error: the totals database {database} holds the totals of an earlier checkpoint at "
+        f"{location} (query id {query_id(database)}), not of the one there now: give this consumer a --totals-db "
+        f"of its own, or recount into this one (rm {database} {database}-wal {database}-shm)"
+    ]
+    for file in tmp_path.glob("totals.sqlite3*"):
+        file.unlink()
     first, second = summary_totals(tmp_path / "s.json"), summary_totals(more)
     expected = {name: first.get(name, 0) + second.get(name, 0) for name in first.keys() | second.keys()}
     assert final_totals(kafka_bootstrap, topic, tmp_path) == expected

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.testing.utils import assertDataFrameEqual
 
-from consumer import MAX_PRICE, parse_orders, rejected_records, running_totals, sales_totals
+from consumer import MAX_PRICE, batch_totals, parse_orders, rejected_records, sales_totals
 from schemas import TOTALS_SCHEMA
 from tests.helpers import SEED_SAMPLE, exact_json
 from ventas.table import format_table
@@ -154,7 +154,7 @@ def test_the_totals_aggregation_also_counts_valid_orders_and_rejects_by_reason(s
     valid = order({"name": "Laptop", "cantidad": 1, "price": 2000})
     no_products = order()
     values = [valid, *GARBAGE, no_products, valid]
-    rows = running_totals(parse_orders(kafka_rows(spark, values))).collect()
+    rows = batch_totals(parse_orders(kafka_rows(spark, values))).collect()
 
     counted = {(r["kind"], r["Product"]): r["records"] for r in rows if r["kind"] != "product"}
     assert counted == {
@@ -209,7 +209,7 @@ def test_sums_grow_past_any_single_record_exactly_in_ansi_mode(ansi_sql) -> None
     assert Decimal(10) ** 27 < summed["Yacht"]  # more than a line's decimal(29,2) amount can hold
 
 
-@pytest.mark.parametrize("query", [running_totals, rejected_records])
+@pytest.mark.parametrize("query", [batch_totals, rejected_records])
 def test_each_value_is_parsed_once(spark, query) -> None:
     """Not once more for each check of the reject reason (a filter pushed below the parse copies it)."""
     plan = query(parse_orders(kafka_rows(spark, [SEED_SAMPLE])))._jdf.queryExecution().optimizedPlan().toString()

@@ -54,14 +54,6 @@ def damaged(location: Path | str, problem: str) -> UserError:
     return UserError(f"checkpoint {location} is damaged: {problem}; {_recount(location)}")
 
 
-def of_another_layout(location: Path | str) -> UserError:
-    """The checkpoint's state has other columns than the query's: written by another version of it."""
-    return UserError(
-        f"checkpoint {location} holds the state of another version of the totals query (its columns "
-        f"differ); {_recount(location)}"
-    )
-
-
 def check(location: Path) -> None:
     """Raise a one-line UserError when a query checkpoint under `location` cannot be resumed."""
     for query in sorted(p for p in location.iterdir() if (p / "offsets").is_dir()):

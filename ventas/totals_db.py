@@ -1,0 +1,399 @@
+"""The running totals in a database, counted exactly once per micro-batch.
+
+Three tables, the same in SQLite (the embedded default, one file) and PostgreSQL (`--totals-db
+postgresql://...`, through psycopg 3):
+
+- `product_totals(product, total_sales)`: the table the console prints;
+- `rejected_counts(reason, records)`: records set aside, by reason;
+- `stream_progress`: one row: the checkpoint the totals belong to (the Spark query id in its
+  `metadata` file, and its location), the last micro-batch counted, the valid orders counted and
+  when that batch was committed.
+
+Each micro-batch adds its sums and counts and records its batch id in one transaction. A batch that
+Spark runs again after a crash (its id already recorded) changes nothing, so a stop or a kill at any
+moment leaves every batch counted once or not at all. Money is exact: `numeric(38,2)` in PostgreSQL;
+decimal text in SQLite (`'4203.00'`, never REAL), added up here with Python's Decimal.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import decimal
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ventas.config import EXIT_USAGE, UserError
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+# Sums of decimal(38,2) values: exact, or an error; never rounded to Decimal's default 28 digits.
+MONEY_CONTEXT = decimal.Context(prec=38, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
+CENTS = Decimal("0.01")
+NO_BATCH = -1
+CONNECT_TIMEOUT_S = 10  # PostgreSQL: then the consumer says it is unreachable
+
+
+class TotalsDbError(UserError):
+    """The totals database refused or failed an operation; one line that says what to do."""
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """What one micro-batch adds: sales per product, valid orders, rejected records per reason."""
+
+    totals: Mapping[str, Decimal] = field(default_factory=dict)
+    orders: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredTotals:
+    """The totals as committed after batch `batch_id` of checkpoint `checkpoint_id` (None: unclaimed)."""
+
+    checkpoint_id: str | None = None
+    checkpoint_location: str | None = None
+    batch_id: int = NO_BATCH
+    totals: Mapping[str, Decimal] = field(default_factory=dict)
+    orders: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    committed_at: str | None = None
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def plus(self, batch_id: int, counts: BatchCounts, committed_at: str) -> StoredTotals:
+        totals = dict(self.totals)
+        for product, amount in counts.totals.items():
+            try:
+                with decimal.localcontext(MONEY_CONTEXT):
+                    totals[product] = (totals.get(product, Decimal("0.00")) + amount).quantize(CENTS)
+            except decimal.DecimalException:
+                raise TotalsDbError(f"the total of {product!r} would exceed 38 digits") from None
+        rejected = dict(self.rejected)
+        for reason, records in counts.rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + records
+        return StoredTotals(
+            self.checkpoint_id,
+            self.checkpoint_location,
+            batch_id,
+            totals,
+            self.orders + counts.orders,
+            rejected,
+            committed_at,
+        )
+
+
+class TotalsDb(abc.ABC):
+    """One database of running totals; its transactions run one at a time, from whichever thread
+    (Spark calls the foreachBatch function on a py4j callback thread)."""
+
+    placeholder = "?"
+    money_type = "TEXT"
+    time_type = "TEXT"
+    lock_row = ""
+    begin = "BEGIN"
+    errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, display: str) -> None:
+        self.display = display  # the database as a user named it, without a password
+        self._lock = threading.Lock()
+        self._db: Any = None
+
+    @staticmethod
+    def open(target: str) -> TotalsDb:
+        """`postgresql://...` or a SQLite file's path; tables created if missing."""
+        scheme = urlsplit(target).scheme
+        if scheme in POSTGRES_SCHEMES:
+            return PostgresTotals(target)
+        if scheme == "sqlite":
+            target = urlsplit(target).path
+        elif scheme and len(scheme) > 1:  # a one-letter "scheme" is a Windows drive
+            raise TotalsDbError(
+                f"--totals-db {target!r}: expected a SQLite file's path or postgresql://USER@HOST:PORT/DATABASE",
+                EXIT_USAGE,
+            )
+        return SqliteTotals(Path(target).expanduser())
+
+    # ---------------------------------------------------------------- what the consumer calls
+
+    def read(self) -> StoredTotals:
+        with self._transaction():
+            return self._read()
+
+    def check(self, checkpoint_id: str | None, location: str, committed_batch: int) -> StoredTotals:
+        """Refuse, in one line, totals that do not belong to this checkpoint: another checkpoint's
+        (`checkpoint_id` None: the checkpoint is new), or a database behind or ahead of it. A database
+        one batch ahead is the checkpoint's own after a crash between the two commits: Spark runs that
+        batch again, and it is not counted twice."""
+        stored = self.read()
+        if stored.checkpoint_id is None:
+            if committed_batch > NO_BATCH:
+                raise TotalsDbError(
+                    f"the totals database {self.display} holds no totals, but checkpoint {location} has counted "
+                    f"batches 0 to {committed_batch} into another one: point --totals-db at that database, or "
+                    f"delete the checkpoint to recount the topic: rm -r {location}"
+                )
+            return stored
+        if stored.checkpoint_id != checkpoint_id:
+            raise self._claimed_by_another(stored, location)
+        if stored.batch_id not in (committed_batch, committed_batch + 1):
+            raise TotalsDbError(
+                f"the totals database {self.display} counted batches up to {stored.batch_id}, but checkpoint "
+                f"{location} committed batches up to {committed_batch}: restore the database that goes with "
+                f"the checkpoint, or recount the topic ({self._reset_hint()}, then rm -r {location})"
+            )
+        return stored
+
+    def claim(self, checkpoint_id: str, location: str, imported: BatchCounts | None = None) -> StoredTotals:
+        """Make these the totals of checkpoint `checkpoint_id` (from `imported`, if given, or zero);
+        the checkpoint's own totals as they are when it already owns them."""
+        with self._transaction():
+            stored = self._read(for_update=True)
+            if stored.checkpoint_id == checkpoint_id:
+                return stored
+            if stored.checkpoint_id is not None:
+                raise self._claimed_by_another(stored, location)
+            claimed = StoredTotals(checkpoint_id, location, committed_at=_now())
+            if imported:
+                claimed = claimed.plus(NO_BATCH, imported, _now())
+            self._write(claimed, stored)
+            return claimed
+
+    def commit(self, checkpoint_id: str, batch_id: int, counts: BatchCounts) -> tuple[StoredTotals, bool]:
+        """Add batch `batch_id` to the totals, once: (the totals committed, whether the batch had
+        been counted already)."""
+        with self._transaction():
+            stored = self._read(for_update=True)
+            if stored.checkpoint_id != checkpoint_id:
+                raise self._claimed_by_another(stored, "this consumer's checkpoint")
+            if batch_id <= stored.batch_id:
+                return stored, True
+            if batch_id != stored.batch_id + 1:
+                raise TotalsDbError(
+                    f"the totals database {self.display} counted batches up to {stored.batch_id}; batch "
+                    f"{batch_id} does not follow it: was the database restored from an older copy?"
+                )
+            committed = stored.plus(batch_id, counts, _now())
+            self._write(committed, stored)
+            return committed, False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+
+    # ---------------------------------------------------------------- SQL, the same in both dialects
+
+    def _schema(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS stream_progress ("
+            " one_row INTEGER PRIMARY KEY CHECK (one_row = 1),"
+            " checkpoint_id TEXT NOT NULL,"
+            " checkpoint_location TEXT NOT NULL,"
+            " batch_id BIGINT NOT NULL,"
+            " orders BIGINT NOT NULL,"
+            f" committed_at {self.time_type} NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS product_totals ("
+            f" product TEXT PRIMARY KEY, total_sales {self.money_type} NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS rejected_counts (reason TEXT PRIMARY KEY, records BIGINT NOT NULL)",
+        ]
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+    def _read(self, for_update: bool = False) -> StoredTotals:
+        cursor = self._connection().cursor()
+        cursor.execute(
+            "SELECT checkpoint_id, checkpoint_location, batch_id, orders, committed_at FROM stream_progress"
+            + (self.lock_row if for_update else "")
+        )
+        progress = cursor.fetchone()
+        if progress is None:
+            return StoredTotals()
+        cursor.execute("SELECT product, total_sales FROM product_totals")
+        totals = {product: Decimal(total) for product, total in cursor.fetchall()}
+        cursor.execute("SELECT reason, records FROM rejected_counts")
+        rejected = dict(cursor.fetchall())
+        checkpoint_id, location, batch_id, orders, committed_at = progress
+        when = committed_at if isinstance(committed_at, str) else _iso(committed_at)
+        return StoredTotals(checkpoint_id, location, batch_id, totals, orders, rejected, when)
+
+    def _write(self, committed: StoredTotals, before: StoredTotals) -> None:
+        """Store `committed` where `before` was: the progress row, and the rows whose values changed."""
+        cursor = self._connection().cursor()
+        when = self._time(committed.committed_at)
+        if before.checkpoint_id is None:  # a claim: whatever an unclaimed database held is not counted
+            cursor.execute("DELETE FROM product_totals")
+            cursor.execute("DELETE FROM rejected_counts")
+            cursor.execute(
+                self._sql("INSERT INTO stream_progress VALUES (1, ?, ?, ?, ?, ?)"),
+                (committed.checkpoint_id, committed.checkpoint_location, committed.batch_id, committed.orders, when),
+            )
+            before = StoredTotals()
+        else:
+            cursor.execute(
+                self._sql("UPDATE stream_progress SET batch_id = ?, orders = ?, committed_at = ?"),
+                (committed.batch_id, committed.orders, when),
+            )
+        upsert = "INSERT INTO {0} VALUES (?, ?) ON CONFLICT ({1}) DO UPDATE SET {2} = excluded.{2}"
+        totals = [(p, self._money(t)) for p, t in committed.totals.items() if before.totals.get(p) != t]
+        rejected = [(r, n) for r, n in committed.rejected.items() if before.rejected.get(r) != n]
+        if totals:
+            cursor.executemany(self._sql(upsert.format("product_totals", "product", "total_sales")), totals)
+        if rejected:
+            cursor.executemany(self._sql(upsert.format("rejected_counts", "reason", "records")), rejected)
+
+    def _claimed_by_another(self, stored: StoredTotals, location: str) -> TotalsDbError:
+        if stored.checkpoint_location == location:  # the checkpoint was deleted (to recount) or replaced
+            whose = f"an earlier checkpoint at {location} (query id {stored.checkpoint_id}), not of the one there now"
+        else:
+            whose = (
+                f"another checkpoint ({stored.checkpoint_location}, query id {stored.checkpoint_id}), not of {location}"
+            )
+        return TotalsDbError(
+            f"the totals database {self.display} holds the totals of {whose}: give this consumer a --totals-db of "
+            f"its own, or recount into this one ({self._reset_hint()})"
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK when anything fails; the database's errors in one line."""
+        with self._lock:
+            try:
+                connection = self._connection()
+                connection.execute(self.begin)
+                yield
+                connection.execute("COMMIT")
+            except BaseException as error:
+                if self._db is not None:
+                    with contextlib.suppress(Exception):
+                        self._db.execute("ROLLBACK")
+                if isinstance(error, self.errors):
+                    raise TotalsDbError(f"the totals database {self.display} failed: {first_line(error)}") from None
+                raise
+
+    def _create_tables(self) -> None:
+        with self._transaction():
+            for statement in self._schema():
+                self._connection().execute(statement)
+
+    @abc.abstractmethod
+    def _connection(self) -> Any:
+        """An open connection in autocommit mode: transactions are the explicit BEGIN ... COMMIT above."""
+
+    @abc.abstractmethod
+    def _money(self, amount: Decimal) -> Any:
+        """A total as the database stores it."""
+
+    @abc.abstractmethod
+    def _time(self, iso: str | None) -> Any:
+        """A UTC time (ISO 8601) as the database stores it."""
+
+    @abc.abstractmethod
+    def _reset_hint(self) -> str:
+        """How a user empties this database, to recount into it."""
+
+
+class SqliteTotals(TotalsDb):
+    """A SQLite file in WAL mode: a reader (the sqlite3 shell, a BI tool) never blocks the consumer's
+    commits, nor they the reader. Each commit is synced (synchronous=FULL): Spark's own commit of the
+    batch follows it, and must never find the database behind it after a power loss."""
+
+    begin = "BEGIN IMMEDIATE"  # the write lock at once: a second writer waits here, not halfway
+    errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread off: Spark calls foreachBatch on a py4j thread; _lock serializes the uses.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        except (OSError, sqlite3.Error) as error:
+            raise TotalsDbError(
+                f"--totals-db {path}: {getattr(error, 'strerror', None) or error}", EXIT_USAGE
+            ) from None
+        self._create_tables()
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._db
+
+    def _money(self, amount: Decimal) -> str:
+        return f"{amount:f}"
+
+    def _time(self, iso: str | None) -> str | None:
+        return iso
+
+    def _reset_hint(self) -> str:
+        return f"rm {self.path} {self.path}-wal {self.path}-shm"
+
+
+class PostgresTotals(TotalsDb):
+    """A PostgreSQL database; the password comes from PGPASSWORD or a password file (~/.pgpass,
+    PGPASSFILE), as for psql, never from the URL, which shows in `ps` and in logs."""
+
+    placeholder = "%s"
+    money_type = "NUMERIC(38,2)"
+    time_type = "TIMESTAMPTZ"
+    lock_row = " FOR UPDATE"  # a second consumer's claim or batch waits for this transaction
+    begin = "BEGIN"
+
+    def __init__(self, url: str) -> None:
+        if urlsplit(url).password is not None:
+            raise TotalsDbError(
+                "--totals-db: a password in the URL shows in `ps` and in logs; put it in PGPASSWORD or a "
+                "password file (~/.pgpass or PGPASSFILE)",
+                EXIT_USAGE,
+            )
+        try:
+            import psycopg
+        except ImportError:
+            raise TotalsDbError("--totals-db postgresql://... needs psycopg: pip install -r requirements.txt") from None
+        super().__init__(url)
+        self.url, self.errors, self._psycopg = url, (psycopg.Error,), psycopg
+        self._create_tables()
+
+    def _connection(self) -> Any:
+        if self._db is None or self._db.closed:
+            try:
+                self._db = self._psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    application_name="ventas-consumer",
+                )
+            except self._psycopg.Error as error:
+                raise TotalsDbError(f"the totals database {self.display} is unreachable: {first_line(error)}") from None
+        return self._db
+
+    def _money(self, amount: Decimal) -> Decimal:
+        return amount
+
+    def _time(self, iso: str | None) -> datetime | None:
+        return datetime.fromisoformat(iso) if iso else None
+
+    def _reset_hint(self) -> str:
+        return f"psql {self.url} -c 'DROP TABLE stream_progress, product_totals, rejected_counts'"
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _now() -> str:
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
