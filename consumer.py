@@ -566,15 +566,14 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
 
 
 class ProgressListener(StreamingQueryListener):
-    """Each finished micro-batch of each query: one INFO line (records read, time taken, throughput),
-    and to the dashboard, the totals query's progress."""
+    """Each finished micro-batch of the query: one INFO line (records read, time taken, throughput),
+    and its progress to the dashboard."""
 
     def __init__(self, dashboard: DashboardState | None) -> None:
         self.dashboard = dashboard
-        self.names: dict[object, str] = {}  # query id -> name: an idle event carries the id alone
 
     def onQueryStarted(self, event) -> None:
-        self.names[event.id] = event.name
+        pass
 
     def onQueryProgress(self, event) -> None:
         progress = json.loads(event.progress.json)  # the shape of query.lastProgress, in every Spark version
@@ -586,11 +585,11 @@ class ProgressListener(StreamingQueryListener):
             progress["durationMs"].get("triggerExecution", 0),
             progress.get("processedRowsPerSecond") or 0.0,
         )
-        if self.dashboard and progress["name"] == "totals":
+        if self.dashboard:
             self.dashboard.show_progress(progress)
 
     def onQueryIdle(self, event) -> None:
-        if self.dashboard and self.names.get(event.id) == "totals":
+        if self.dashboard:
             self.dashboard.show_idle()
 
     def onQueryTerminated(self, event) -> None:
@@ -782,8 +781,8 @@ class CheckpointLogs:
 
 
 # Earlier versions of this consumer kept the totals in Spark's state store, in the checkpoint of a
-# complete-mode query of this name (and the rejected records' in another query's).
-LEGACY_QUERY, LEGACY_REJECTED_QUERY = "totals", "rejected"
+# complete-mode query of this name.
+LEGACY_QUERY = "totals"
 
 
 @dataclass(frozen=True)

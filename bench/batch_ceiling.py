@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consumer import create_session, parse_orders, running_totals
+from consumer import batch_totals, create_session, parse_orders
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 spark = create_session()
@@ -22,7 +22,7 @@ raw = (
 started = time.perf_counter()
 count = raw.count()
 listed = time.perf_counter()
-rows = running_totals(parse_orders(raw)).collect()
+rows = batch_totals(parse_orders(raw)).collect()
 elapsed = time.perf_counter() - listed
 print(f"ceiling: {count} records in {elapsed:.3f} s ({len(rows)} rows; count took {listed - started:.3f} s)")
 spark.stop()

@@ -84,10 +84,14 @@ def main() -> None:
         say(f"demo: dashboard at {url(args.dashboard_host, args.dashboard_port)} (live totals, in a browser)")
     else:
         say("demo: dashboard off (--dashboard-port 0)")
+    # With --cluster, a checkpoint and totals of its own: the single broker's offsets mean nothing on the
+    # cluster's topic.
+    state = STATE_HOME / "cluster" if args.cluster else STATE_HOME
+    totals_db = env("TOTALS_DB", str(state / "totals" / f"{args.topic}.sqlite3"))
+    say(f"demo: totals database {totals_db}")
     dashboard = ["--dashboard-port", str(args.dashboard_port), "--dashboard-host", args.dashboard_host]
-    consumer = ["--bootstrap-servers", kafka.bootstrap, "--topic", args.topic, *dashboard]
-    if args.cluster:  # its own checkpoint: the single broker's offsets mean nothing on the cluster's topic
-        state = STATE_HOME / "cluster"
+    consumer = ["--bootstrap-servers", kafka.bootstrap, "--topic", args.topic, "--totals-db", totals_db, *dashboard]
+    if args.cluster:
         consumer += [
             *("--checkpoint-location", env("CHECKPOINT_LOCATION", str(state / "checkpoints" / args.topic))),
             *("--rejected-path", env("REJECTED_PATH", str(state / "rejected" / args.topic))),

@@ -91,14 +91,8 @@ def postgres_server(postgres_bindir: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 def postgres_url(postgres_server: LocalPostgres) -> str:
     """The URL of a new database on the session's server, so tests never see each other's tables."""
-    import psycopg
-    from psycopg import sql
-
     postgres_server.start()  # a no-op unless an earlier test left it stopped or killed
-    name = f"ventas_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.url, autocommit=True) as connection:
-        connection.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return postgres_server.database_url(name)
+    return postgres_server.create_database(f"ventas_test_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="session")

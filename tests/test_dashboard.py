@@ -299,7 +299,7 @@ def test_the_page_follows_the_consumers_table_live(
     wait_for_page(browser, lambda page: page["status"] == "lost", "that the consumer is gone")
 
     # Restarted with nothing new to read: the same page reconnects and shows the latest totals and
-    # counts again (the totals query keeps both in its checkpoint); then it follows on.
+    # counts again (both are in the totals database); then it follows on.
     out = tmp_path / "again.txt"
     again = start_consumer(args, out)
     try:

@@ -36,6 +36,7 @@ from tests.helpers import (
     start_consumer,
     start_producer,
     still_running,
+    stored_totals,
     summary_totals,
     wait_for_records,
     wait_for_table,
@@ -223,6 +224,7 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
         "PRODUCER_RATE": "400",
         "DASHBOARD_PORT": str(dashboard_port),
     }
+    database = tmp_path / "state" / "ventas" / "totals" / "ventas-events.sqlite3"
     previous: list[dict[str, Decimal]] = []
     for run, how in enumerate(("Ctrl-C", "terminal closed", "SIGTERM")):
         out = tmp_path / f"demo-{run}.txt"
@@ -237,6 +239,7 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
             # The demo's own lines come first (no make echo, no Ivy report): the broker, then the dashboard.
             assert said[0].startswith("demo: Kafka broker at "), said[:5]
             assert said[1] == f"demo: dashboard at {dashboard} (live totals, in a browser)"
+            assert said[2] == f"demo: totals database {database}"
             assert not any(":: resolving dependencies ::" in line for line in said)
             with urllib.request.urlopen(dashboard + "data.json", timeout=10) as page:
                 assert json.load(page)["products"], "the dashboard shows no totals"
@@ -274,6 +277,7 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
         if how != "terminal closed":  # what it printed after the terminal closed went nowhere
             assert "consumer: stopped after batch" in text
             assert "demo: stopped producer, consumer and Kafka broker" in text
+            assert stored_totals(database) == tables[-1]  # what `sqlite3 FILE` shows is the last table printed
         if previous:
             assert_never_decreasing([previous[-1], tables[0]])
             assert sum(tables[0].values()) > sum(previous[-1].values()) / 2  # continued, not recounting

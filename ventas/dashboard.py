@@ -153,7 +153,7 @@ class DashboardState:
     def show_totals(
         self, batch_id: int, totals: Mapping[str, Decimal], orders: int, rejected: int, batch_time: str | None = None
     ) -> None:
-        """A totals table, as printed after micro-batch `batch_id` (or stored in the checkpoint), with
+        """A totals table, as printed after micro-batch `batch_id` (or stored in the totals database), with
         the valid orders and rejected records counted with it: one event for the page."""
         # Milliseconds at most: not every browser's Date reads Python's microseconds.
         when = datetime.fromisoformat(batch_time) if batch_time else datetime.now(UTC)

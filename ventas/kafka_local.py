@@ -398,8 +398,11 @@ def partition_states(bootstrap: str, topic: str) -> dict[int, PartitionState]:
 
     # a short timeout: a node just lost may still be in the metadata, and a request to it fails
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=5000)
+    deadline = time.monotonic() + TOPICS_CREATED_S
     try:
-        (described,) = admin.describe_topics([topic])
+        # A node other than the one that created the topic may not know it yet: ask again until it does.
+        while not ((described := admin.describe_topics([topic])[0])["partitions"]) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         admin.close()
     states = {}

@@ -135,7 +135,7 @@ class LocalPostgres:
         if self.pid() is not None:
             return False
         self._wait_until_ready(self._launch(), timeout_s)
-        self._create_database()
+        self.create_database(DATABASE)
         return True
 
     def _launch(self) -> subprocess.Popen:
@@ -226,12 +226,15 @@ class LocalPostgres:
         lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
         return " | ".join(lines[-LOG_LINES_SHOWN:])
 
-    def _create_database(self) -> None:
+    def create_database(self, name: str) -> str:
+        """Create database `name` unless it exists; its URL."""
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(self.database_url("postgres"), autocommit=True) as connection:
-            if not connection.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
-                connection.execute(f"create database {DATABASE}")
+            if not connection.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+                connection.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        return self.database_url(name)
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Stop the server by its recorded PID and wait for it to exit. True when it was running.
