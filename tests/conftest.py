@@ -5,7 +5,6 @@ SparkSession for the transformation's unit tests."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import apt_install
 from ventas.config import UserError
 from ventas.kafka_local import LocalBroker, free_port
 from ventas.postgres_local import LocalPostgres, server_bindir
@@ -65,14 +65,7 @@ def postgres_bindir() -> Path:
     try:
         return server_bindir()
     except UserError:
-        pass
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
-    ):
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, f"could not install postgresql: {result.stderr[-2000:]}"
+        apt_install("postgresql")
     return server_bindir()
 
 

@@ -33,6 +33,23 @@ SEED_SAMPLE = (
 )
 
 
+def apt_install(*packages: str) -> None:
+    """Debian packages a test needs, installed with apt-get (CI runs as root); the package lists are
+    fetched first only when they are missing or stale."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"could not install {' '.join(packages)}: {result.stderr[-2000:]}"
+
+
+def local_script(name: str, *args: str, timeout: float = 180) -> CompletedProcess:
+    """scripts/NAME (kafka-local, postgres-local) as a user with this test run's environment activated runs it."""
+    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+    return subprocess.run([ROOT / "scripts" / name, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def run_producer(*args: str, timeout: float = TIMEOUT_S, env: dict[str, str] | None = None) -> CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "producer.py"), *args],

@@ -5,10 +5,8 @@ spark-submit), checked against the table the consumer prints."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import SEED_SAMPLE, consumer_args, printed_tables, send_values, start_consumer, wait_for_table
+from tests.helpers import (
+    SEED_SAMPLE,
+    apt_install,
+    consumer_args,
+    printed_tables,
+    send_values,
+    start_consumer,
+    wait_for_table,
+)
 from tests.test_transform import order
 from ventas.dashboard import DashboardState, products_view, serving, stream_view, url
 from ventas.kafka_local import free_port
@@ -149,14 +155,8 @@ def test_a_port_in_use_or_zero_leaves_the_consumer_without_a_page(capsys: pytest
 
 def ensure_chromium() -> None:
     """Debian's chromium and chromium-driver, installed with apt-get when missing (CI runs as root)."""
-    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:  # package lists missing or stale
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-        result = subprocess.run(install, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, f"could not install chromium: {result.stderr[-2000:]}"
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        apt_install("chromium", "chromium-driver")
 
 
 @pytest.fixture(scope="module")

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import read_topic
+from tests.helpers import local_script, read_topic
 from ventas.kafka_local import LocalBroker, free_port
-from ventas.processes import ROOT
 
 pytestmark = pytest.mark.integration
-KAFKA_LOCAL = str(ROOT / "scripts" / "kafka-local")
 
 
 def kafka_local(*args: str) -> subprocess.CompletedProcess:
-    """The script as a user with this test run's environment activated runs it."""
-    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
-    return subprocess.run([KAFKA_LOCAL, *args], capture_output=True, text=True, timeout=180, env=env)
+    return local_script("kafka-local", *args)
 
 
 def java_processes_using(data_dir: Path) -> list[str]:
@@ -147,16 +141,16 @@ def test_topic_creation_asks_again_while_a_new_clusters_metadata_lacks_a_node(
     assert outcomes == [None]
 
 
-def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["kafka-local", "postgres-local"])
+def test_port_taken_is_one_clear_line(tmp_path: Path, script: str) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        result = kafka_local("start", "--port", str(port), "--data-dir", str(tmp_path))
+        result = local_script(script, "start", "--port", str(port), "--data-dir", str(tmp_path))
     assert result.returncode == 1
     assert (
-        result.stderr.strip()
-        == f"kafka-local: error: port {port} on 127.0.0.1 is taken: stop what uses it or pass --port"
+        result.stderr.strip() == f"{script}: error: port {port} on 127.0.0.1 is taken: stop what uses it or pass --port"
     )
 
 

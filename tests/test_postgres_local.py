@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.helpers import local_script
 from ventas import postgres_local
 from ventas.daemons import process_tree, start_time
 from ventas.kafka_local import free_port
 from ventas.postgres_local import LocalPostgres
-from ventas.processes import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("postgres_bindir")]
-POSTGRES_LOCAL = str(ROOT / "scripts" / "postgres-local")
 
 
 def postgres_local_command(*args: str) -> subprocess.CompletedProcess:
-    """The script as a user with this test run's environment activated runs it."""
-    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
-    return subprocess.run([POSTGRES_LOCAL, *args], capture_output=True, text=True, timeout=120, env=env)
+    return local_script("postgres-local", *args, timeout=120)
 
 
 def running(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
@@ -82,19 +76,6 @@ def test_a_killed_server_starts_again_with_its_committed_data(tmp_path: Path) ->
         assert server.stop() and not server.stop()
     finally:
         server.remove()
-
-
-def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        port = squatter.getsockname()[1]
-        result = postgres_local_command("start", "--port", str(port), "--data-dir", str(tmp_path))
-    assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        == f"postgres-local: error: port {port} on 127.0.0.1 is taken: stop what uses it or pass --port"
-    )
 
 
 def test_server_that_cannot_start_shows_its_log_in_one_line(tmp_path: Path) -> None:
