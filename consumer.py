@@ -814,6 +814,12 @@ def legacy_totals(spark: SparkSession, logs: CheckpointLogs, topic: str) -> Lega
         state = spark.read.format("statestore").option("batchId", batch).load(f"{logs.location}/{LEGACY_QUERY}")
         rows = state.select("key.*", "value.*").collect()
     except Exception as error:  # the reader's AnalysisException or a failed job's Py4JJavaError
+        if "DATA_SOURCE_NOT_FOUND" in str(error):  # the state data source came with Spark 4.0
+            raise UserError(
+                f"checkpoint {logs.location} holds the totals of an earlier version in Spark's state store, which "
+                f"Spark {spark.version} cannot read outside its query: run this consumer once on Spark 4 (the default "
+                f"line of make) to import them, or delete the checkpoint to recount the topic: rm -r {logs.location}"
+            ) from None
         raise checkpoint.damaged(
             logs.location,
             f"the totals of earlier versions, in {LEGACY_QUERY}/state, could not be imported "

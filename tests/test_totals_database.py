@@ -12,6 +12,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pyspark
 import pytest
 
 from tests.helpers import (
@@ -214,6 +215,16 @@ def test_an_earlier_versions_checkpoint_is_imported_once(kafka_bootstrap: str, t
 
     second = produce(kafka_bootstrap, topic, tmp_path / "second.json", 200, 40)
     upgraded = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"))
+    if pyspark.__version__ < "4":  # Spark 3.5 has no reader for the state store: one line, the way out
+        location = tmp_path / "checkpoint"
+        assert upgraded.returncode == 1
+        assert [line for line in printed_lines(upgraded) if "error" in line] == [
+            f"consumer.py: error: checkpoint {location} holds the totals of an earlier version in Spark's state "
+            f"store, which Spark {pyspark.__version__} cannot read outside its query: run this consumer once on "
+            f"Spark 4 (the default line of make) to import them, or delete the checkpoint to recount the topic: "
+            f"rm -r {location}"
+        ]
+        return
     assert upgraded.returncode == 0, upgraded.stdout[-2000:] + upgraded.stderr[-2000:]
     assert f"consumer: imported the totals of batch 0 from {tmp_path}/checkpoint/totals" in upgraded.stdout
     tables = printed_tables(upgraded.stdout)
