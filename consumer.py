@@ -812,7 +812,9 @@ def legacy_totals(spark: SparkSession, logs: CheckpointLogs, topic: str) -> Lega
     spark.streams.active  # noqa: B018 -- the state reader needs the state store coordinator this creates
     try:
         state = spark.read.format("statestore").option("batchId", batch).load(f"{logs.location}/{LEGACY_QUERY}")
-        rows = state.select("key.*", "value.*").collect()
+        # The state's rows are batch_totals' rows, their aggregation buffers named sum and count.
+        rows = state.select("key.*", F.col("value.sum").alias(TOTAL_SALES_COLUMN), F.col("value.count").alias(RECORDS))
+        counts = batch_counts(rows.collect())
     except Exception as error:  # the reader's AnalysisException or a failed job's Py4JJavaError
         if "DATA_SOURCE_NOT_FOUND" in str(error):  # the state data source came with Spark 4.0
             raise UserError(
@@ -825,11 +827,6 @@ def legacy_totals(spark: SparkSession, logs: CheckpointLogs, topic: str) -> Lega
             f"the totals of earlier versions, in {LEGACY_QUERY}/state, could not be imported "
             f"({str(error).strip().splitlines()[0][:300]})",
         ) from None
-    counts = BatchCounts(
-        {row[PRODUCT_COLUMN]: row["sum"] for row in rows if row[KIND] == PRODUCT_KIND},
-        sum(row["count"] for row in rows if row[KIND] == ORDERS_KIND),
-        {row[PRODUCT_COLUMN]: row["count"] for row in rows if row[KIND] == REJECTED_KIND},
-    )
     return LegacyTotals(batch, counts, logs.committed_offsets(LEGACY_QUERY, topic))
 
 
