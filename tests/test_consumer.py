@@ -201,9 +201,9 @@ def test_without_the_connector_it_says_which_package_to_add(kafka_bootstrap: str
     from ventas.jars import spark_kafka_package
     from ventas.processes import ROOT
 
-    result = subprocess.run(
+    result = subprocess.run(  # spark-submit without --packages, the way a user meets it
         [
-            sys.executable,
+            str(Path(sys.executable).parent / "spark-submit"),
             str(ROOT / "consumer.py"),
             *consumer_args(kafka_bootstrap, topic, tmp_path, "--available-now"),
         ],

@@ -49,7 +49,8 @@ def spark_scala_and_version() -> tuple[str, str]:
     """Scala binary version and Spark version of the installed pyspark (e.g. ('2.12', '3.5.7'))."""
     import pyspark
 
-    jars = Path(pyspark.__file__).parent / "jars"
+    # Under spark-submit pyspark is imported from SPARK_HOME's python/lib zip; the jars are in SPARK_HOME.
+    jars = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent) / "jars"
     core = next(jars.glob("spark-core_*.jar"), None)
     if core is None:
         raise UserError(f"no spark-core jar in {jars}: is pyspark installed correctly?")
