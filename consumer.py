@@ -410,9 +410,10 @@ def cut_short_by(stop: StopRequest, batch_id: int) -> Iterator[None]:
 
 
 class TotalsSink:
-    """foreachBatch function of the query: sums and counts the batch in one aggregation, writes its
-    rejected records to the quarantine (only when it has some), adds it to the totals database in one
-    transaction with its batch id, then prints the committed table and shows it on the dashboard.
+    """foreachBatch function of the query: parses the batch's records, sums and counts them in one
+    aggregation, writes its rejected records to the quarantine (only when it has some), adds it to the
+    totals database in one transaction with its batch id, then prints the committed table and shows it
+    on the dashboard.
 
     It lets any exception through: returning normally tells Spark the batch is complete, and Spark
     then records it as committed. A batch that Spark runs again after a crash between the database's
@@ -434,9 +435,10 @@ class TotalsSink:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         with cut_short_by(self.stop, batch_id):
-            counts = batch_counts(batch_totals(batch).collect())
+            parsed = parse_orders(batch)
+            counts = batch_counts(batch_totals(parsed).collect())
             if counts.rejected and self.rejected_path:
-                rejects = rejected_records(batch).coalesce(1).write.mode("overwrite")
+                rejects = rejected_records(parsed).coalesce(1).write.mode("overwrite")
                 rejects.json(f"{self.rejected_path}/batch_id={batch_id}")  # a batch run again rewrites its own
         while not self.claimed.wait(0.1):  # the query may start its first batch before run() claims the database
             if self.stop.requested.is_set() or self.refused.is_set():
@@ -532,12 +534,14 @@ def kafka_stream(spark: SparkSession, args: argparse.Namespace, starting_offsets
 def query_writer(
     spark: SparkSession, args: argparse.Namespace, sink: TotalsSink, starting_offsets: str
 ) -> DataStreamWriter:
-    """The one query: each record read and parsed once, each micro-batch handed to the sink; ready to
-    start (and to start again, see SPARK_55271)."""
-    parsed = parse_orders(kafka_stream(spark, args, starting_offsets))
+    """The one query: each micro-batch of Kafka records handed to the sink, which parses them once;
+    ready to start (and to start again, see SPARK_55271)."""
+    # Not parsed here: foreachBatch hands the sink its batch as an RDD of this plan's rows, so a parse
+    # before it runs apart from the aggregation (measured: 1.5 times the batch time).
+    records = kafka_stream(spark, args, starting_offsets)
     trigger = {"availableNow": True} if args.available_now else {"processingTime": args.trigger_interval}
     return (
-        parsed.writeStream.foreachBatch(sink)
+        records.writeStream.foreachBatch(sink)
         .option("checkpointLocation", f"{args.checkpoint_location}/{QUERY}")
         .queryName(QUERY)
         .trigger(**trigger)
