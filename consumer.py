@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import functools
 import json
 import logging
 import os
@@ -188,13 +189,21 @@ def _not_utf8(value: Column, text: Column) -> Column:
 def parse_orders(kafka_rows: DataFrame) -> DataFrame:
     """Kafka rows (binary `value`) -> the same rows plus `order` (the parsed struct) and
     `reject_reason`, null for a valid order and a short reason for anything else."""
-    value = F.col("value")
-    text = value.cast("string")
-    order = F.from_json(text, consumer_read_schema(), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
+    order, reason = _order_and_reject_reason()
     # The parse comes out of a generator (one row in, one row out): Spark's optimizer would otherwise
     # push a filter on the reason below it, copying the whole JSON parse into each of the reason's
     # conditions, once per condition a valid order passes.
     parsed = kafka_rows.select("*", F.inline(F.array(F.struct(order.alias(ORDER)))))
+    return parsed.withColumn(REJECT_REASON, reason)
+
+
+@functools.cache
+def _order_and_reject_reason() -> tuple[Column, Column]:
+    """parse_orders' two columns, built once: the sink parses every micro-batch, and building these
+    expressions call by call through py4j took longer than Spark's planning of them."""
+    value = F.col("value")
+    text = value.cast("string")
+    order = F.from_json(text, consumer_read_schema(), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
     order_col = F.col(ORDER)
     reason = (
         F.when(value.isNull(), "tombstone (null value)")
@@ -209,7 +218,7 @@ def parse_orders(kafka_rows: DataFrame) -> DataFrame:
         .when(_a_name_is_not_a_json_string(text, order_col), "product name is not a JSON string")
         .when(_a_price_is_a_json_string(text), "price is not a JSON number")
     )
-    return parsed.withColumn(REJECT_REASON, reason)
+    return order, reason
 
 
 def rejected_records(parsed: DataFrame) -> DataFrame:
@@ -233,6 +242,17 @@ def batch_totals(parsed: DataFrame) -> DataFrame:
     "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
     "orders" row counts valid orders in `records`; a "rejected" row per reason (in `Product`) counts
     the records rejected for it."""
+    return (
+        parsed.select(F.inline(_batch_entries()))
+        .groupBy(KIND, PRODUCT_COLUMN)
+        .agg(F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN), F.count(F.lit(1)).alias(RECORDS))
+    )
+
+
+@functools.cache
+def _batch_entries() -> Column:
+    """What a parsed record adds, as an array of (kind, product, amount); built once, as parse_orders'
+    columns are."""
     total = TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType
     no_amount = F.lit(None).cast(total)
 
@@ -248,12 +268,7 @@ def batch_totals(parsed: DataFrame) -> DataFrame:
         F.array(entry(ORDERS_KIND, F.lit(None).cast("string"), no_amount)),
     )
     rejected = F.array(entry(REJECTED_KIND, F.col(REJECT_REASON), no_amount))
-    entries = F.when(F.col(REJECT_REASON).isNull(), valid_order).otherwise(rejected)
-    return (
-        parsed.select(F.inline(entries))
-        .groupBy(KIND, PRODUCT_COLUMN)
-        .agg(F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN), F.count(F.lit(1)).alias(RECORDS))
-    )
+    return F.when(F.col(REJECT_REASON).isNull(), valid_order).otherwise(rejected)
 
 
 def sales_totals(parsed: DataFrame) -> DataFrame:
@@ -576,8 +591,8 @@ def failure_message(error_text: str, checkpoint_location: str) -> str:
 
 
 class ProgressListener(StreamingQueryListener):
-    """Each finished micro-batch of the query: one INFO line (records read, time taken, throughput),
-    and its progress to the dashboard."""
+    """Each finished micro-batch of the query: one INFO line (records read, time taken, throughput,
+    the time of each of Spark's phases, longest first), and its progress to the dashboard."""
 
     def __init__(self, dashboard: DashboardState | None) -> None:
         self.dashboard = dashboard
@@ -587,13 +602,18 @@ class ProgressListener(StreamingQueryListener):
 
     def onQueryProgress(self, event) -> None:
         progress = json.loads(event.progress.json)  # the shape of query.lastProgress, in every Spark version
+        phases = sorted(
+            ((phase, ms) for phase, ms in progress["durationMs"].items() if phase != "triggerExecution"),
+            key=lambda phase_ms: -phase_ms[1],
+        )
         log.info(
-            "%s batch %d: %d records in %d ms (%.0f records/s)",
+            "%s batch %d: %d records in %d ms (%.0f records/s; %s)",
             progress["name"],
             progress["batchId"],
             progress["numInputRows"],
             progress["durationMs"].get("triggerExecution", 0),
             progress.get("processedRowsPerSecond") or 0.0,
+            ", ".join(f"{phase} {ms} ms" for phase, ms in phases),
         )
         if self.dashboard:
             self.dashboard.show_progress(progress)

@@ -254,7 +254,46 @@ def fill_backlog(broker: LocalBroker, count: int) -> str:
     return topic
 
 
-BATCH_LINE = re.compile(rf"{QUERY} batch (\d+): (\d+) records in (\d+) ms")
+BATCH_LINE = re.compile(rf"{QUERY} batch (\d+): (\d+) records in (\d+) ms \([^;]*; ([^)]*)\)")
+PHASE = re.compile(r"(\w+) (\d+) ms")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A micro-batch as the consumer's INFO line reports it: records, time, and Spark's phases (ms)."""
+
+    records: int
+    ms: int
+    phases: dict[str, int]
+
+
+def batch_from(line: str) -> Batch | None:
+    match = BATCH_LINE.search(line)
+    if not match:
+        return None
+    phases = {phase: int(ms) for phase, ms in PHASE.findall(match.group(4))}
+    return Batch(int(match.group(2)), int(match.group(3)), phases)
+
+
+def phase_shares(batches: Sequence[Batch]) -> dict[str, float]:
+    """Each phase's share of the batches' time, summed over them, longest first."""
+    total = sum(batch.ms for batch in batches) or 1
+    summed: dict[str, int] = {}
+    for batch in batches:
+        for phase, ms in batch.phases.items():
+            summed[phase] = summed.get(phase, 0) + ms
+    return {phase: round(ms / total, 3) for phase, ms in sorted(summed.items(), key=lambda item: -item[1])}
+
+
+def median_phases(batches: Sequence[Batch]) -> dict[str, float]:
+    """The median batch time and each phase's median (ms), over the batches that read records."""
+    read = [batch for batch in batches if batch.records]
+    if not read:
+        return {}
+    phases = {phase for batch in read for phase in batch.phases}
+    medians = {phase: statistics.median(batch.phases.get(phase, 0) for batch in read) for phase in phases}
+    longest_first = sorted(medians.items(), key=lambda phase_ms: -phase_ms[1])
+    return {"batch": statistics.median(batch.ms for batch in read), **dict(longest_first)}
 
 
 def consumer_run(
@@ -266,10 +305,10 @@ def consumer_run(
     timeout_s: float = 900,
     python: Path | None = None,
     spark_options: Sequence[str] = (),
-) -> list[tuple[int, int]]:
-    """Run our consumer on a fresh checkpoint until it has processed `until_records`; the
-    (records, ms) of each non-empty totals batch. `python`: another Spark line's interpreter;
-    `spark_options` go to spark-submit (--master)."""
+) -> list[Batch]:
+    """Run our consumer on a fresh checkpoint until it has processed `until_records`; each batch that
+    read records. `python`: another Spark line's interpreter; `spark_options` go to spark-submit
+    (--master)."""
     with tempfile.TemporaryDirectory() as state:
         command = spark_submit_command(
             [
@@ -295,13 +334,13 @@ def consumer_run(
         rss = PeakRss(process.pid)
         watchdog = threading.Timer(timeout_s, stop, [process])  # a run that never gets there ends anyway
         watchdog.start()
-        batches: list[tuple[int, int]] = []
+        batches: list[Batch] = []
         try:
             for line in process.stdout:
-                match = BATCH_LINE.search(line)
-                if match and int(match.group(2)):
-                    batches.append((int(match.group(2)), int(match.group(3))))
-                    if sum(b[0] for b in batches) >= until_records:
+                batch = batch_from(line)
+                if batch and batch.records:
+                    batches.append(batch)
+                    if sum(b.records for b in batches) >= until_records:
                         break
         finally:  # a SIGTERM to the bench ends it here too
             watchdog.cancel()
@@ -331,12 +370,16 @@ def available_now(
     python: Path | None = None,
     spark_options: Sequence[str] = (),
     extra: Sequence[str] = (),
+    phases: dict | None = None,
 ) -> float:
-    """Orders/s of `consumer.py --available-now` over the backlog: records over the batches' time."""
+    """Orders/s of `consumer.py --available-now` over the backlog: records over the batches' time.
+    `phases` gets each of Spark's phases' share of that time."""
     batches = consumer_run(
         broker, topic, ["--available-now", *extra], backlog, peaks, python=python, spark_options=spark_options
     )
-    return sum(r for r, _ in batches) / (sum(ms for _, ms in batches) / 1000)
+    if phases is not None:
+        phases.update(phase_shares(batches))
+    return sum(b.records for b in batches) / (sum(b.ms for b in batches) / 1000)
 
 
 def bench_consumer(broker: LocalBroker, topic: str, args: argparse.Namespace) -> dict:
@@ -351,12 +394,16 @@ def bench_consumer(broker: LocalBroker, topic: str, args: argparse.Namespace) ->
             args.backlog,
             peaks,
         )
-        return statistics.median(r / (ms / 1000) for r, ms in batches)
+        return statistics.median(b.records / (b.ms / 1000) for b in batches)
 
     seed_line = args.seed_line_python
+    phases: dict[str, float] = {}  # of the last --available-now run
     return {
         "backlog_orders": args.backlog,
-        **repeated("orders_per_s", args.repeat, lambda: available_now(broker, topic, args.backlog, peaks)),
+        **repeated(
+            "orders_per_s", args.repeat, lambda: available_now(broker, topic, args.backlog, peaks, phases=phases)
+        ),
+        "available_now_phase_shares": phases,
         **repeated("streaming_orders_per_s", args.repeat, streaming),
         **repeated("batch_ceiling_orders_per_s", args.repeat, lambda: batch_ceiling(broker, topic)),
         "peak_rss_mb": max(peaks),
@@ -424,9 +471,9 @@ def load(broker: LocalBroker, topic: str, rate: int, peaks: list[float]) -> Iter
                 achieved["load_orders_per_s"] = round(result["orders_acknowledged"] / result["elapsed_s"], 1)
 
 
-def watch_tables(process: subprocess.Popen, first_seen: dict[str, float]) -> threading.Event:
-    """Record when each product name first appears in a printed table row; the event is set at the
-    first table, once the consumer's query runs."""
+def watch_tables(process: subprocess.Popen, first_seen: dict[str, float], batches: list[Batch]) -> threading.Event:
+    """Record when each product name first appears in a printed table row, and the batches the
+    consumer reports once its query runs; the event is set at the first table."""
     running = threading.Event()
 
     def read() -> None:
@@ -435,6 +482,8 @@ def watch_tables(process: subprocess.Popen, first_seen: dict[str, float]) -> thr
                 running.set()
             elif line.startswith("|marker-"):
                 first_seen.setdefault(line[1:].split("|", 1)[0].strip(), time.time())
+            elif running.is_set() and (batch := batch_from(line)):
+                batches.append(batch)
         running.set()  # the consumer ended: nothing to wait for
 
     threading.Thread(target=read, daemon=True).start()
@@ -467,10 +516,11 @@ def latency_run(
     """Markers' latency for `sustain` seconds (default --sustain) under a load of `rate` orders/s,
     started once the consumer has printed its first table, then --warmup seconds of load unmeasured."""
     topic = new_topic(broker)
-    process = start(consumer.for_topic(topic), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = start(consumer.for_topic(topic), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rss = PeakRss(process.pid)
     first_seen: dict[str, float] = {}
-    running = watch_tables(process, first_seen)
+    batches: list[Batch] = []
+    running = watch_tables(process, first_seen, batches)
     acked: dict[str, float] = {}
     markers = kafka_producer(broker.bootstrap, linger_ms=0)
     try:
@@ -502,6 +552,7 @@ def latency_run(
     result = percentiles(seen) if seen else {"p50_s": None, "p95_s": None, "max_s": None, "markers": 0}
     result["markers_not_seen"] = len(acked) - len(seen)
     result["load_orders_per_s"] = achieved.get("load_orders_per_s")
+    result["median_batch_ms"] = median_phases(batches)
     return result
 
 
@@ -524,6 +575,8 @@ def measured_consumers(
             f"{state}/TOPIC/checkpoint",
             "--rejected-path",
             f"{state}/TOPIC/rejected",
+            "--log-level",
+            "INFO",  # a line per batch, with Spark's phases
         ],
         options=options,
     )
@@ -710,6 +763,13 @@ def consumer_markdown(results: dict) -> list[str]:
         "",
         f"- consumer / batch ceiling: **{results['ratios']['consumer_vs_ceiling']}** (target >= 0.85)",
         "",
+        "Where `--available-now`'s batch time goes, by Spark's phases of the query (`addBatch` is the sink: the "
+        "parse and aggregation job, the database transaction and the printed table):",
+        "",
+        "| phase | share of the batches' time |",
+        "|---|---|",
+        *[f"| {phase} | {share} |" for phase, share in c["available_now_phase_shares"].items()],
+        "",
         *seed_line_rows(c),
     ]
 
@@ -766,8 +826,35 @@ def latency_markdown(results: dict) -> list[str]:
         "(a local server). Naive: the seed's code path with Spark's defaults (200 shuffle partitions, default "
         "trigger, console sink), `bench/naive_consumer.py`. Targets at 1,000/s: ours p95 <= 1.0 s, p50 <= 0.7 s.",
         "",
+        *batch_phase_rows(results["latency"]),
     ]
     return lines
+
+
+def batch_phase_rows(latency: dict) -> list[str]:
+    """The median micro-batch of our consumers' latency runs, by Spark's phases: what a marker waits for."""
+    runs = [
+        (rate, name, run["median_batch_ms"])
+        for rate, by_name in latency.items()
+        for name, run in by_name.items()
+        if name != "first" and run.get("median_batch_ms")
+    ]
+    if not runs:
+        return []
+    phases = list(dict.fromkeys(phase for *_, medians in runs for phase in medians if phase != "batch"))
+    return [
+        "Median micro-batch of our consumer in those runs, in ms, by Spark's phases (a marker waits for the batch "
+        "running when it arrives, then for its own; `addBatch` is the sink: the parse and aggregation job, the "
+        "database transaction and the printed table; `walCommit` and `commitOffsets` write the checkpoint):",
+        "",
+        f"| rate (orders/s) | consumer | batch | {' | '.join(phases)} |",
+        f"|---|---|---|{'---|' * len(phases)}",
+        *[
+            f"| {rate} | {name} | {medians['batch']:g} | {' | '.join(f'{medians.get(p, 0):g}' for p in phases)} |"
+            for rate, name, medians in runs
+        ],
+        "",
+    ]
 
 
 def sustained_markdown(results: dict) -> list[str]:

@@ -94,7 +94,12 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path, postgres_
     assert figures["ratios"]["producer_vs_one_core_bound"] > 0
     assert all(mb > 0 for mb in figures["peak_rss_mb"].values())
     assert figures["machine"]["cores"] >= 1
-    rows = [line for line in markdown.read_text().splitlines() if line.startswith("| 100 |")]
+    assert figures["consumer"]["available_now_phase_shares"]["addBatch"] > 0  # Spark's phases, from INFO lines
+    for consumer in CONSUMERS[:2]:
+        median_batch = figures["latency"]["100"][consumer]["median_batch_ms"]
+        assert median_batch["batch"] >= median_batch["addBatch"] > 0, consumer
+        assert f"| 100 | {consumer} | {median_batch['batch']:g} | " in markdown.read_text()
+    rows = [line for line in markdown.read_text().splitlines() if line.startswith("| 100 |") and " / " in line]
     for row, name in zip(rows, CONSUMERS, strict=True):
         first = " (ran first)" if name == "ours" else ""
         assert row.startswith(f"| 100 | {name}{first} | {figures['latency']['100'][name]['load_orders_per_s']} |")
