@@ -1,5 +1,5 @@
 """docker-compose.yml and the Dockerfile, checked without a Docker engine (none runs here):
-valid Compose, consistent with the host defaults, the pinned versions and the README."""
+valid Compose, consistent with the host defaults, the pinned versions, the README and docs/compose.md."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_the_dashboard_is_published_on_the_hosts_loopback(compose: dict) -> None
     port = consumer["environment"]["DASHBOARD_PORT"]
     assert consumer["environment"]["DASHBOARD_HOST"] == "0.0.0.0"  # inside the container: reachable by the mapping
     assert consumer["ports"] == [f"127.0.0.1:{port}:{port}"]
-    assert url("127.0.0.1", port) in (ROOT / "README.md").read_text()
+    assert url("127.0.0.1", port) in (ROOT / "docs" / "compose.md").read_text()
 
 
 def test_nothing_starts_before_kafka_accepts_connections(compose: dict) -> None:
@@ -161,10 +161,10 @@ def test_consumer_command_matches_the_pinned_pyspark_and_the_readme(compose: dic
     assert command[0] == "spark-submit" and command[-1] == "consumer.py"
     assert command[command.index("--packages") + 1] == spark_kafka_package()
     assert command[command.index("--master") + 1] == "spark://spark-master:7077"
-    readme = (ROOT / "README.md").read_text()
-    assert "docker compose up" in readme and "docker compose logs -f consumer" in readme
+    readme, compose_docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "compose.md").read_text()
+    assert "docker compose up" in compose_docs and "docker compose logs -f consumer" in compose_docs
     assert f"spark-submit --packages {spark_kafka_package()} consumer.py" in readme
-    assert " ".join(compose["services"]["producer"]["command"]) in readme
+    assert " ".join(compose["services"]["producer"]["command"]) in compose_docs
 
 
 def test_docker_stop_waits_for_the_consumers_graceful_stop(compose: dict) -> None:
