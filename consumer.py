@@ -965,7 +965,7 @@ def run(args: argparse.Namespace, stop: StopRequest, dashboard: DashboardState |
 
 def claim_checkpoint(location: str) -> None:
     """Lock a local checkpoint for this process and check that it can be resumed (remote storage:
-    the user keeps to one consumer per checkpoint, see the README)."""
+    the user keeps to one consumer per checkpoint, see docs/operations.md)."""
     local = _local_path(location)
     if local is not None:
         checkpoint.lock(local)  # released when this process exits, however it exits

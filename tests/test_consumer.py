@@ -26,7 +26,8 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
-from tests.test_transform import GARBAGE, LARGEST_LINE, LARGEST_TOTAL, order
+from tests.reject_examples import REJECT_EXAMPLES, order
+from tests.test_transform import LARGEST_LINE, LARGEST_TOTAL
 from ventas.kafka_local import free_port
 from ventas.processes import pipeline_env, stop
 
@@ -97,7 +98,7 @@ def test_garbage_is_counted_and_kept_and_never_reaches_the_totals(
     kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
     valid = order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 3, "price": 9.99})
-    garbage = [*GARBAGE, b"x" * 1_000_000, b"\xff\xfe\x00garbage"]
+    garbage = [*REJECT_EXAMPLES, b"x" * 1_000_000, b"\xff\xfe\x00garbage"]
     values = [valid] + [v for g in garbage for v in (g, valid)]
     send_values(kafka_bootstrap, topic, values)
 
@@ -106,7 +107,7 @@ def test_garbage_is_counted_and_kept_and_never_reaches_the_totals(
     n_valid = len(garbage) + 1
     assert printed_tables(result.stdout)[-1] == {"Laptop": 2000 * n_valid, "Mouse": Decimal("29.97") * n_valid}
     assert f"Rejected: {len(garbage)} records in batch 0 ({len(garbage)} since start): " in result.stdout
-    reasons = Counter(GARBAGE.values()) + Counter(["not a JSON object of the order schema", "not valid UTF-8"])
+    reasons = Counter(REJECT_EXAMPLES.values()) + Counter(["not a JSON object of the order schema", "not valid UTF-8"])
     assert rejected_by_reason(result.stdout) == reasons
     rejected = rejected_rows(tmp_path / "rejected")
     if KEEPS_REJECTED:

@@ -26,7 +26,7 @@ from tests.helpers import (
     start_consumer,
     wait_for_table,
 )
-from tests.test_transform import order
+from tests.reject_examples import order
 from ventas.dashboard import DashboardState, products_view, serving, stream_view, url
 from ventas.kafka_local import free_port
 from ventas.processes import stop

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests.reject_examples import markdown_table
 from ventas.processes import ROOT
 
 README = ROOT / "README.md"
@@ -92,6 +93,16 @@ def test_every_relative_link_resolves(document: Path) -> None:
 def test_the_readme_is_a_front_door() -> None:
     lines = README.read_text().splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines: move a section to docs/"
+
+
+def test_the_docs_show_the_reject_examples_the_tests_run() -> None:
+    shown = re.search(
+        r"<!-- reject examples: python -m tests.reject_examples -->\n(.*?)<!-- end of reject examples -->",
+        (DOCS / "consumer.md").read_text(),
+        re.S,
+    )
+    assert shown, "docs/consumer.md has no reject examples section"
+    assert shown.group(1) == markdown_table(), "docs/consumer.md: paste `python -m tests.reject_examples` in"
 
 
 def test_every_docs_page_is_linked_from_the_readme() -> None:

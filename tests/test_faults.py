@@ -31,7 +31,7 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
-from tests.test_transform import GARBAGE
+from tests.reject_examples import REJECT_EXAMPLES
 from ventas.kafka_local import LocalBroker, free_port
 from ventas.processes import stop
 
@@ -127,7 +127,7 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
 def test_a_poison_flood_is_counted_and_set_aside(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     assert run_producer(*producer_args(kafka_bootstrap, topic, first, count=1000, rate=0, seed=41)).returncode == 0
-    poison = [*GARBAGE] * 20 + [b"x" * 1_000_000] * 3 + [b"\x00" * 1000, b"{" * 10_000, b"[" * 100_000]
+    poison = [*REJECT_EXAMPLES] * 20 + [b"x" * 1_000_000] * 3 + [b"\x00" * 1000, b"{" * 10_000, b"[" * 100_000]
     send_values(kafka_bootstrap, topic, poison)
     assert run_producer(*producer_args(kafka_bootstrap, topic, second, count=1000, rate=0, seed=42)).returncode == 0
 

@@ -13,6 +13,7 @@ from pyspark.testing.utils import assertDataFrameEqual
 from consumer import MAX_PRICE, batch_totals, parse_orders, rejected_records, sales_totals
 from schemas import TOTALS_SCHEMA
 from tests.helpers import SEED_SAMPLE, exact_json
+from tests.reject_examples import REJECT_EXAMPLES, order
 from ventas.table import format_table
 
 
@@ -25,17 +26,6 @@ def kafka_rows(spark, values: list[bytes | None]):
 
 def totals(spark, values: list[bytes | None]) -> dict[str, Decimal]:
     return {r["Product"]: r["Total Sales"] for r in sales_totals(parse_orders(kafka_rows(spark, values))).collect()}
-
-
-def order(*lines: dict, order_id: str = "o-1") -> bytes:
-    return exact_json(
-        {
-            "order_id": order_id,
-            "customer_document": "431-61-5633",
-            "products": list(lines),
-            "sale_date": "12/05/2025 15:33:35",
-        }
-    ).encode()
 
 
 def test_the_seed_sample_gives_the_seed_totals(spark) -> None:
@@ -62,77 +52,11 @@ def test_an_order_with_no_products_is_valid_and_adds_nothing(spark) -> None:
     assert rejected_records(parse_orders(kafka_rows(spark, [order()]))).count() == 0
 
 
-GARBAGE = {
-    b"not json at all": "not a JSON object of the order schema",
-    b'{"order_id": "x", "products": [': "not a JSON object of the order schema",
-    b"[1, 2, 3]": "not a JSON object of the order schema",
-    b'"a string"': "not a JSON object of the order schema",
-    b"42": "not a JSON object of the order schema",
-    b"null": "not a JSON object of the order schema",
-    b"": "not a JSON object of the order schema",
-    b'{"order_id": "x", "products": {"name": "Laptop"}}': "not a JSON object of the order schema",
-    order({"name": "Laptop", "cantidad": "3", "price": 1}): "not a JSON object of the order schema",
-    order({"name": "Laptop", "cantidad": 1.5, "price": 1}): "not a JSON object of the order schema",
-    order({"name": "Laptop", "cantidad": 10**12, "price": 1}): "not a JSON object of the order schema",
-    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
-        b'"price": 1', b'"price": 1e400'
-    ): "not a JSON object of the order schema",
-    "é".encode("latin-1").join(
-        [b'{"order_id": "x", "products": [{"name": "Caf', b'", "cantidad": 1, "price": 1}]}']
-    ): "not valid UTF-8",
-    order({"name": "Laptop", "cantidad": 1, "price": 1}, order_id=""): "missing order_id",
-    b'{"products": []}': "missing order_id",
-    b'{"order_id": "x"}': "missing products array",
-    b'{"order_id": "x", "products": null}': "missing products array",
-    order({"name": "Laptop", "cantidad": 0, "price": 1}): "invalid product line",
-    order({"name": "Laptop", "cantidad": -2, "price": 1}): "invalid product line",
-    order({"name": "Laptop", "cantidad": 1, "price": -1}): "invalid product line",
-    order({"name": "Laptop", "cantidad": 1, "price": None}): "invalid product line",
-    order({"name": "Laptop", "cantidad": 1}): "invalid product line",
-    order({"name": "", "cantidad": 1, "price": 1}): "invalid product line",
-    order({"cantidad": 1, "price": 1}): "invalid product line",
-    order({"name": "Laptop", "cantidad": 1, "quantity": 2, "price": 1}): "invalid product line",
-    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
-        b'"price": 1', b'"price": 0.125'
-    ): "invalid product line",
-    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
-        b'"price": 1', b'"price": 12345678901234567.5'
-    ): "invalid product line",
-    None: "tombstone (null value)",
-    # Spark's JSON reader would give these string fields the JSON text of the value
-    **{
-        exact_json({"order_id": value, "products": []}).encode(): "order_id is not a JSON string"
-        for value in (True, 42, 100.0, [1], {"a": "b"})
-    },
-    **{
-        order({"name": value, "cantidad": 1, "price": 1}): "product name is not a JSON string"
-        for value in (True, False, 100.0, -7, 1e400, ["Laptop"], {"name": "Laptop"})
-    },
-    order({"name": "Mouse", "cantidad": 1, "price": 1}).replace(b'"Mouse"', b"NaN"): (
-        "product name is not a JSON string"
-    ),
-    order({"name": "Laptop", "cantidad": 1, "price": 1}).replace(
-        b'"name": "Laptop"', b'"name": "true", "name": true'
-    ): "product name is not a JSON string",
-    order({"name": "Laptop", "cantidad": 1, "price": "2000"}): "price is not a JSON number",
-    order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 1, "price": "9.99"}): (
-        "price is not a JSON number"
-    ),
-    b'{"order_id": "1", "order_id": 1, "products": []}': "order_id is not a JSON string",
-    exact_json({"order_id": "o", "customer_document": 431615633, "products": []}).encode(): (
-        "customer_document is not a JSON string"
-    ),
-    exact_json({"order_id": "o", "products": [], "sale_date": [12, 5, 2025]}).encode(): (
-        "sale_date is not a JSON string"
-    ),
-}
-
-
 def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
     valid = order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 2, "price": 10})
     # A bad line spoils its whole order: the good line beside it is not counted either.
     spoiled = order({"name": "Laptop", "cantidad": 1, "price": 2000}, {"name": "Mouse", "cantidad": 0, "price": 10})
-    garbage = {**GARBAGE, spoiled: "invalid product line"}
+    garbage = {**REJECT_EXAMPLES, spoiled: "invalid product line"}
     parsed = parse_orders(kafka_rows(spark, [valid, *garbage, valid]))
 
     assert {r["Product"]: r["Total Sales"] for r in sales_totals(parsed).collect()} == {
@@ -153,13 +77,13 @@ def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
 def test_the_totals_aggregation_also_counts_valid_orders_and_rejects_by_reason(spark) -> None:
     valid = order({"name": "Laptop", "cantidad": 1, "price": 2000})
     no_products = order()
-    values = [valid, *GARBAGE, no_products, valid]
+    values = [valid, *REJECT_EXAMPLES, no_products, valid]
     rows = batch_totals(parse_orders(kafka_rows(spark, values))).collect()
 
     counted = {(r["kind"], r["Product"]): r["records"] for r in rows if r["kind"] != "product"}
     assert counted == {
         ("orders", None): 3,
-        **{("rejected", reason): n for reason, n in Counter(GARBAGE.values()).items()},
+        **{("rejected", reason): n for reason, n in Counter(REJECT_EXAMPLES.values()).items()},
     }
     assert [(r["Product"], r["Total Sales"], r["records"]) for r in rows if r["kind"] == "product"] == [
         ("Laptop", Decimal("4000.00"), 2)
@@ -195,12 +119,12 @@ def test_no_bad_record_fails_the_query_in_ansi_mode(ansi_sql) -> None:
         order({"name": "Yacht", "cantidad": 1, "price": "1.50"}): "price is not a JSON number",
         order({"name": "Yacht", "cantidad": 1, "price": "NaN"}): "not a JSON object of the order schema",
     }
-    values = [*GARBAGE, *overflowing, order(LARGEST_LINE)]
+    values = [*REJECT_EXAMPLES, *overflowing, order(LARGEST_LINE)]
     parsed = parse_orders(kafka_rows(ansi_sql, values))
 
     assert {r["Product"]: r["Total Sales"] for r in sales_totals(parsed).collect()} == {"Yacht": LARGEST_TOTAL}
     reasons = {r["offset"]: r["reason"] for r in rejected_records(parsed).collect()}
-    assert [reasons[offset] for offset in range(len(GARBAGE), len(values) - 1)] == list(overflowing.values())
+    assert [reasons[offset] for offset in range(len(REJECT_EXAMPLES), len(values) - 1)] == list(overflowing.values())
 
 
 def test_sums_grow_past_any_single_record_exactly_in_ansi_mode(ansi_sql) -> None:
@@ -275,7 +199,7 @@ generated_orders = st.fixed_dictionaries(
 
 
 def is_valid(order: dict) -> bool:
-    """The README's rule for the fields generated here."""
+    """The rule of docs/consumer.md for the fields generated here."""
     return (
         isinstance(order["order_id"], str)
         and all(isinstance(order.get(field), str | None) for field in ("customer_document", "sale_date"))
