@@ -218,3 +218,15 @@ def test_without_the_connector_it_says_which_package_to_add(kafka_bootstrap: str
         "consumer.py: error: the Spark Kafka connector is not on the classpath: run with "
         f"spark-submit --packages {spark_kafka_package()} consumer.py"
     ) in printed_lines(result)
+
+
+def test_a_local_checkpoint_is_written_through_the_file_system_api(spark) -> None:
+    """The class named exists in this Spark line (4.1 moved it)."""
+    from consumer import CHECKPOINT_FILE_MANAGER, create_session
+
+    spark.conf.unset(CHECKPOINT_FILE_MANAGER)
+    assert create_session().conf.get(CHECKPOINT_FILE_MANAGER, None) is None  # remote storage keeps Spark's choice
+    chosen = create_session(local_checkpoint=True).conf.get(CHECKPOINT_FILE_MANAGER)
+    assert chosen.endswith(".FileSystemBasedCheckpointFileManager")
+    assert spark.sparkContext._jvm.java.lang.Class.forName(chosen)
+    spark.conf.unset(CHECKPOINT_FILE_MANAGER)
