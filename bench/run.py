@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -278,11 +279,10 @@ def batch_from(line: str) -> Batch | None:
 def phase_shares(batches: Sequence[Batch]) -> dict[str, float]:
     """Each phase's share of the batches' time, summed over them, longest first."""
     total = sum(batch.ms for batch in batches) or 1
-    summed: dict[str, int] = {}
+    summed: Counter[str] = Counter()
     for batch in batches:
-        for phase, ms in batch.phases.items():
-            summed[phase] = summed.get(phase, 0) + ms
-    return {phase: round(ms / total, 3) for phase, ms in sorted(summed.items(), key=lambda item: -item[1])}
+        summed.update(batch.phases)  # update, unlike +, keeps a phase that took 0 ms
+    return {phase: round(ms / total, 3) for phase, ms in summed.most_common()}
 
 
 def median_phases(batches: Sequence[Batch]) -> dict[str, float]:
