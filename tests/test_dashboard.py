@@ -272,6 +272,12 @@ def test_the_page_follows_the_consumers_table_live(
         with pytest.raises(NoAlertPresentException):
             browser.switch_to.alert.text  # noqa: B018
 
+        # A progress event with the same totals leaves the rows as they are (a reader's selection stays).
+        browser.execute_script("window.firstRow = document.querySelector('#products li')")
+        progress_at = browser.find_element(By.ID, "stream-at").text
+        wait_for_page(browser, lambda _: browser.find_element(By.ID, "stream-at").text != progress_at, "progress")
+        assert browser.execute_script("return document.querySelector('#products li') === window.firstRow")
+
         # New orders arrive: the same page (not reloaded) follows the next printed table.
         browser.execute_script("window.sameDocument = true")
         send_values(kafka_bootstrap, topic, [order({"name": "Laptop", "cantidad": 2, "price": 2000}), b"42"])

@@ -6,6 +6,7 @@
 
 const byId = (id) => document.getElementById(id);
 let lastBatchTime = null;
+let shownProducts = null;
 
 // "1234567.50" -> "1,234,567.50": digit grouping done on the text itself, so no cent is lost.
 function grouped(text) {
@@ -63,7 +64,10 @@ function render(view) {
   lastBatchTime = view.batch_time;
   byId("batch").textContent = view.batch === null ? "" : `batch ${view.batch}`;
   agoText();
-  byId("products").replaceChildren(...view.products.map(productRow));
+  // Rows are rebuilt only when the totals change: progress events alone keep a reader's text selection.
+  const products = JSON.stringify(view.products);
+  if (products !== shownProducts) byId("products").replaceChildren(...view.products.map(productRow));
+  shownProducts = products;
   byId("empty").hidden = view.products.length > 0;
   const stream = view.stream || {};
   byId("input-rate").textContent = rate(stream.input_rows_per_s);
