@@ -4,13 +4,20 @@
 
 (`_2.12` with pyspark 3.5; `python -m ventas.jars --print-package` prints the one to use.)
 
-One streaming query reads each Kafka record once. Its sink (ventas/sink.py) parses the micro-batch
-with the schema of schemas.py, explodes `products` and sums `cantidad * price` per product, exactly
-(decimal), in one aggregation that also counts valid orders and rejected records by reason
-(ventas/transforms.py). It adds the batch's sums to the running totals in a database (SQLite, or
-PostgreSQL with --totals-db) in one transaction that records the batch id, so a batch Spark runs
-again is never counted twice, and prints the complete table. Rejected records never reach the totals
-and never stop the query; they are written, with their reason, to --rejected-path.
+The pipeline, one streaming query that reads each Kafka record once:
+
+    session    create_session()
+    source     kafka_stream()                       the topic's records
+    parse      transforms.parse_orders()            orders with the schema of schemas.py, or a reject reason
+    aggregate  transforms.batch_totals()            sum(cantidad * price) per product, exactly (decimal),
+                                                    valid orders and rejects by reason, one aggregation
+    sink       sink.TotalsSink, by query_writer()   per micro-batch: rejects set aside, the sums added to
+                                                    the totals database (SQLite or PostgreSQL) in one
+                                                    transaction with the batch id, the table printed
+    run        run_query(), then stopping.stop_between_batches() on Ctrl-C or SIGTERM
+
+Parse and aggregate run inside the sink, on each micro-batch. A batch Spark runs again after a crash
+is never counted twice; a rejected record never reaches the totals and never stops the query.
 """
 
 from __future__ import annotations
