@@ -168,7 +168,7 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
     producer = connect(KafkaProducer, args.bootstrap_servers, security, args.connect_timeout, **KAFKA_SETTINGS)
     report = DeliveryReport()
     generator = OrderGenerator(args.seed)
-    interval = 1 / args.rate if args.rate else 0.0
+    send_every_s = 1 / args.rate if args.rate else 0.0
     started = time.monotonic()
     next_progress = started + PROGRESS_EVERY_S
     try:
@@ -191,7 +191,7 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
                 continue
             report.track(future, order)
             report.settle()
-            if not interval and report.sent % CLOCK_EVERY:
+            if not send_every_s and report.sent % CLOCK_EVERY:
                 continue  # as fast as possible: the clock is read for the progress line now and then
             now = time.monotonic()
             if now >= next_progress:
@@ -203,8 +203,8 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
                     report.failed,
                 )
                 next_progress = now + PROGRESS_EVERY_S
-            if interval:
-                stop.requested.wait(max(0.0, started + report.sent * interval - now))
+            if send_every_s:
+                stop.requested.wait(max(0.0, started + report.sent * send_every_s - now))
     finally:
         finish(producer, report, stop)
     return report, time.monotonic() - started

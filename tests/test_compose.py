@@ -170,7 +170,7 @@ def test_consumer_command_matches_the_pinned_pyspark_and_the_readme(compose: dic
 def test_docker_stop_waits_for_the_consumers_graceful_stop(compose: dict) -> None:
     """The spark-submit command runs as the container's PID 1: docker stop's SIGTERM reaches the JVM,
     which hands it to consumer.py; Docker must not SIGKILL before the batch in progress may end."""
-    from consumer import STOP_GRACE_S
+    from ventas.stopping import STOP_GRACE_S
 
     grace = re.fullmatch(r"(\d+)s", compose["services"]["consumer"]["stop_grace_period"])
     assert grace and int(grace[1]) >= STOP_GRACE_S + 10

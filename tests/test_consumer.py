@@ -222,7 +222,8 @@ def test_without_the_connector_it_says_which_package_to_add(kafka_bootstrap: str
 
 def test_a_local_checkpoint_is_written_through_the_file_system_api(spark) -> None:
     """The class named exists in this Spark line (4.1 moved it)."""
-    from consumer import CHECKPOINT_FILE_MANAGER, create_session
+    from consumer import create_session
+    from ventas.checkpoint import FILE_MANAGER as CHECKPOINT_FILE_MANAGER
 
     spark.conf.unset(CHECKPOINT_FILE_MANAGER)
     assert create_session().conf.get(CHECKPOINT_FILE_MANAGER, None) is None  # remote storage keeps Spark's choice

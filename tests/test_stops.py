@@ -112,7 +112,7 @@ def test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once(
     """SIGTERM while the first batch reads a large backlog: the consumer waits for the batch and says
     so; a second SIGTERM abandons it at once. That batch was not committed: the next start runs it
     again and the totals are exact. Right after the first, the second signal comes before the batch's
-    job has started (loop iteration 3 of #13: the job then started after the stop and ran to its end)."""
+    job has started (a job started after a stop once ran to its end: see cancel_jobs_until_stopped)."""
     summary = tmp_path / "summary.json"
     produced = run_producer(*producer_args(kafka_bootstrap, topic, summary, count=300_000, rate=0, seed=29))
     assert produced.returncode == 0, produced.stderr
@@ -191,7 +191,7 @@ def test_a_signal_while_the_consumer_shuts_down_after_a_stop_changes_nothing(
 def test_a_query_stop_that_outlasts_the_stop_timeout_says_so_and_returns(spark, capsys) -> None:
     """A query whose batch does not end (here a foreachBatch function that waits): its stop() gives up
     after spark.sql.streaming.stopTimeout, and the consumer says so in one line instead of waiting."""
-    from consumer import STOP_TIMEOUT, stop_query
+    from ventas.stopping import STOP_TIMEOUT, stop_query
 
     in_batch, release = threading.Event(), threading.Event()
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.testing.utils import assertDataFrameEqual
 
-from consumer import MAX_PRICE, batch_totals, parse_orders, rejected_records, sales_totals
 from schemas import TOTALS_SCHEMA
 from tests.helpers import SEED_SAMPLE, exact_json
 from tests.reject_examples import REJECT_EXAMPLES, order
 from ventas.table import format_table
+from ventas.transforms import MAX_PRICE, batch_totals, parse_orders, reject_reasons, rejected_records, sales_totals
 
 
 def kafka_rows(spark, values: list[bytes | None]):
@@ -72,6 +72,11 @@ def test_every_kind_of_garbage_is_rejected_whole_with_its_reason(spark) -> None:
             assert by_offset[offset]["value"] == value.decode()
     invalid_utf8 = next(r for r in rejected if r["reason"] == "not valid UTF-8")
     assert invalid_utf8["value"] is None and invalid_utf8["value_base64"]
+
+
+def test_the_examples_show_every_reject_reason(spark) -> None:
+    """The examples that docs/consumer.md shows cover every rule parse_orders checks, and no other."""
+    assert set(REJECT_EXAMPLES.values()) == set(reject_reasons())
 
 
 def test_the_totals_aggregation_also_counts_valid_orders_and_rejects_by_reason(spark) -> None:

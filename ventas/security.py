@@ -63,7 +63,7 @@ REDACTED_SPARK_OPTIONS = r"(?i)url|jaas|password|ssl\.keystore\.key"
 # Java's regex engine recurses once per repetition of a group, so the only repeated group here (an
 # escaped character of the password) is bounded: `(?:[^"\\]|\\.)*` overflows the stack on a long text
 # full of escaped quotes. (The StackOverflowError the torture test met at stops was another regex,
-# Spark's own StreamExecution.PROXY_ERROR; see consumer.BatchCutShort.)
+# Spark's own StreamExecution.PROXY_ERROR; see ventas/spark_workarounds.py.)
 REDACTED_SPARK_STRINGS = (
     r'(?s)password="[^"\\]*+(?:\\.[^"\\]*+){0,256}+"'  # in the JAAS configuration
     r"|-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----"

@@ -1,0 +1,150 @@
+"""The consumer's settings: its flags, each with an environment default, parsed and checked once into
+a ConsumerSettings, which nothing changes afterwards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ventas import checkpoint
+from ventas.config import (
+    EXIT_USAGE,
+    STATE_HOME,
+    Parser,
+    UserError,
+    add_kafka_arguments,
+    env,
+    positive_int,
+    true_or_false,
+)
+from ventas.dashboard import add_dashboard_arguments
+from ventas.security import KafkaSecurity, load_security
+
+DESCRIPTION = "Running total sales per product from the `ventas-events` Kafka topic (Spark Structured Streaming)."
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    bootstrap_servers: str
+    topic: str
+    log_level: str
+    client_properties: Path | None
+    connect_timeout: float
+    starting_offsets: str
+    checkpoint_location: str
+    totals_db: str
+    rejected_path: str | None  # None: rejected records are only counted (--keep-rejected false)
+    keep_rejected: bool
+    trigger_interval: str
+    available_now: bool
+    max_offsets_per_trigger: int | None
+    fail_on_data_loss: bool
+    dashboard_port: int
+    dashboard_host: str
+    security: KafkaSecurity
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="consumer.py", description=DESCRIPTION)
+    add_kafka_arguments(parser)
+    parser.add_argument(
+        "--starting-offsets",
+        default=env("STARTING_OFFSETS", "earliest"),
+        help="where a new query starts: earliest, latest or Spark's JSON offsets; ignored once "
+        "the checkpoint exists (env STARTING_OFFSETS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-location",
+        default=env("CHECKPOINT_LOCATION"),
+        help="the query's checkpoint (the Kafka offsets of every micro-batch); delete it, and empty the "
+        "totals database, to start over "
+        f"(env CHECKPOINT_LOCATION; default {STATE_HOME}/checkpoints/TOPIC)",
+    )
+    parser.add_argument(
+        "--totals-db",
+        default=env("TOTALS_DB"),
+        help="where the running totals are kept: a SQLite file, or postgresql://USER@HOST:PORT/DATABASE "
+        "(password from PGPASSWORD or ~/.pgpass) (env TOTALS_DB; "
+        f"default {STATE_HOME}/totals/TOPIC.sqlite3)",
+    )
+    parser.add_argument(
+        "--rejected-path",
+        default=env("REJECTED_PATH"),
+        help="where rejected records are written as JSON lines "
+        f"(env REJECTED_PATH; default {STATE_HOME}/rejected/TOPIC)",
+    )
+    parser.add_argument(
+        "--keep-rejected",
+        type=true_or_false,
+        default=env("KEEP_REJECTED", "true"),
+        help="write rejected records to --rejected-path; false only counts them, by reason, and reads "
+        "each record once (env KEEP_REJECTED; default %(default)s)",
+    )
+    parser.add_argument(
+        "--trigger-interval",
+        type=spark_interval,
+        default=env("TRIGGER_INTERVAL", "0 seconds"),
+        help="processing-time trigger, e.g. '5 seconds'; '0 seconds' runs batches back to back "
+        "(env TRIGGER_INTERVAL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--available-now",
+        nargs="?",
+        const=True,
+        type=true_or_false,
+        default=env("AVAILABLE_NOW", "false"),
+        help="process everything in the topic now, print the final table and exit (env AVAILABLE_NOW)",
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger",
+        type=positive_int,
+        default=env("MAX_OFFSETS_PER_TRIGGER"),
+        help="cap on records per micro-batch (env MAX_OFFSETS_PER_TRIGGER; default no cap)",
+    )
+    parser.add_argument(
+        "--fail-on-data-loss",
+        type=true_or_false,
+        default=env("FAIL_ON_DATA_LOSS", "true"),
+        help="stop when offsets not yet processed were deleted from Kafka (retention) "
+        "(env FAIL_ON_DATA_LOSS; default %(default)s)",
+    )
+    add_dashboard_arguments(parser)
+    return parser
+
+
+def spark_interval(text: str) -> str:
+    """argparse type: a processing-time interval as Spark reads it ('500 milliseconds', '5 seconds')."""
+    if not re.fullmatch(r"\s*\d+\s*(millisecond|second|minute|hour|day)s?\s*", text, flags=re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"not an interval like '5 seconds': {text!r}")
+    return text.strip()
+
+
+def settings_from(args: argparse.Namespace) -> ConsumerSettings:
+    """The parsed flags with their defaults under the state directory filled in, the local directories
+    made and checked, and the Kafka security settings loaded; UserError for what a user must fix."""
+    paths = {
+        "checkpoint_location": args.checkpoint_location or str(STATE_HOME / "checkpoints" / args.topic),
+        "totals_db": args.totals_db or str(STATE_HOME / "totals" / f"{args.topic}.sqlite3"),
+        "rejected_path": (args.rejected_path or str(STATE_HOME / "rejected" / args.topic))
+        if args.keep_rejected
+        else None,
+    }
+    for name in ("checkpoint_location", "rejected_path"):
+        if paths[name] is not None:
+            _make_writable_directory(f"--{name.replace('_', '-')}", paths[name])
+    return ConsumerSettings(**{**vars(args), **paths, "security": load_security(args.client_properties)})
+
+
+def _make_writable_directory(flag: str, path: str) -> None:
+    local = checkpoint.local_path(path)
+    if local is None:  # remote storage: Spark makes and checks it
+        return
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path}: {error.strerror}", EXIT_USAGE) from None
+    if not os.access(local, os.R_OK | os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: not readable and writable", EXIT_USAGE)

@@ -1,0 +1,91 @@
+"""The query's sink: each micro-batch parsed, summed and counted once, its rejected records set aside,
+and what it adds committed to the totals database with its batch id, then printed."""
+
+from __future__ import annotations
+
+import threading
+
+from pyspark.sql import DataFrame
+from pyspark.sql.streaming import StreamingQuery
+
+from ventas.dashboard import DashboardState
+from ventas.signals import StopRequest, say
+from ventas.spark_workarounds import BatchCutShort, short_error_on_stop
+from ventas.table import format_batch
+from ventas.totals_db import NO_BATCH, BatchCounts, StoredTotals, TotalsDb, TotalsDbError
+from ventas.transforms import batch_counts, batch_totals, parse_orders, rejected_records
+from ventas.upgrade import LEGACY_QUERY, LegacyTotals
+
+
+class TotalsSink:
+    """foreachBatch function of the query: parses the batch's records, sums and counts them in one
+    aggregation, writes its rejected records to the quarantine (only when it has some), adds it to the
+    totals database in one transaction with its batch id, then prints the committed table and shows it
+    on the dashboard.
+
+    It lets any exception through: returning normally tells Spark the batch is complete, and Spark
+    then records it as committed. A batch that Spark runs again after a crash between the database's
+    commit and its own finds its id in the database and is not counted twice."""
+
+    def __init__(
+        self, db: TotalsDb, rejected_path: str | None, dashboard: DashboardState | None, stop: StopRequest
+    ) -> None:
+        self.db = db
+        self.rejected_path = rejected_path
+        self.rejects_kept = f"kept in {rejected_path}" if rejected_path else "not kept (--keep-rejected false)"
+        self.dashboard = dashboard
+        self.stop = stop
+        self.checkpoint_id: str | None = None  # set once the database is claimed for the query's checkpoint
+        self.claimed, self.refused = threading.Event(), threading.Event()
+        self.shown_at_start = False
+        self.last_batch: int | None = None
+        self.failure: str | None = None  # what failed the query, in one line, when it was the database
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        with short_error_on_stop(self.stop, batch_id):
+            parsed = parse_orders(batch)
+            counts = batch_counts(batch_totals(parsed).collect())
+            if counts.rejected and self.rejected_path:
+                rejects = rejected_records(parsed).coalesce(1).write.mode("overwrite")
+                rejects.json(f"{self.rejected_path}/batch_id={batch_id}")  # a batch run again rewrites its own
+        while not self.claimed.wait(0.1):  # the query may start its first batch before run() claims the database
+            if self.stop.requested.is_set() or self.refused.is_set():
+                raise BatchCutShort(f"batch {batch_id} was cut short by a stop; it runs again on the next start")
+        try:
+            stored, _ = self.db.commit(self.checkpoint_id, batch_id, counts)
+        except TotalsDbError as error:
+            self.failure = f"{error}; batch {batch_id} was not counted, and runs again on the next start"
+            raise
+        print(format_batch(batch_id, stored.totals), flush=True)
+        if counts.rejected:
+            self._print_rejects(batch_id, counts, stored)
+        show_on(self.dashboard, stored)
+        self.last_batch = batch_id
+
+    def _print_rejects(self, batch_id: int, counts: BatchCounts, stored: StoredTotals) -> None:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.rejected.items()))
+        in_batch = f"{sum(counts.rejected.values())} records in batch {batch_id}"
+        print(f"Rejected: {in_batch} ({stored.rejected_total} since start): {reasons}; {self.rejects_kept}", flush=True)
+
+    def claim(self, query: StreamingQuery, location: str, legacy: LegacyTotals | None) -> None:
+        """Once the query has started (its id names the checkpoint): claim the database for its checkpoint,
+        importing an earlier version's totals if given, and print the table stored there."""
+        if self.claimed.is_set():
+            return
+        stored = self.db.claim(str(query.id), location, legacy.counts if legacy else None)
+        if legacy:
+            say(
+                f"consumer: imported the totals of batch {legacy.batch_id} from {location}/{LEGACY_QUERY} (Spark's "
+                f"state store, where earlier versions kept them) into {self.db.display}"
+            )
+        self.checkpoint_id = stored.checkpoint_id
+        self.claimed.set()
+        if stored.batch_id > NO_BATCH or stored.orders or stored.rejected:
+            print(format_batch(max(stored.batch_id, 0), stored.totals), flush=True)
+            show_on(self.dashboard, stored)
+            self.shown_at_start = True
+
+
+def show_on(dashboard: DashboardState | None, stored: StoredTotals) -> None:
+    if dashboard:
+        dashboard.show_totals(stored.batch_id, stored.totals, stored.orders, stored.rejected_total, stored.committed_at)

@@ -1,0 +1,175 @@
+"""The pipeline's transformations, DataFrame -> DataFrame, apart from any I/O: Kafka records parsed
+into orders or rejected records, and what a micro-batch adds to the totals.
+
+Every record is parsed once. A record is rejected for the first of REJECT_RULES it breaks; a valid
+order's product lines are exploded and `cantidad * price` summed per product, exactly (decimal).
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+
+from pyspark.sql import Column, DataFrame, Row
+from pyspark.sql import functions as F
+
+from schemas import (
+    CANTIDAD,
+    CORRUPT_RECORD,
+    CUSTOMER_DOCUMENT,
+    MONEY,
+    NAME,
+    ORDER_ID,
+    PRICE,
+    PRICE_DECIMALS,
+    PRODUCT_COLUMN,
+    PRODUCTS,
+    QUANTITY,
+    SALE_DATE,
+    TOTAL_SALES_COLUMN,
+    TOTALS_SCHEMA,
+    consumer_read_schema,
+)
+from ventas.strict_json import a_name_is_not_a_json_string, a_price_is_a_json_string, not_a_json_string, not_utf8
+from ventas.totals_db import BatchCounts
+
+ORDER = "order"
+REJECT_REASON = "reject_reason"
+INVALID_UTF8 = "not valid UTF-8"
+# The rows of batch_totals: what each one counts, and how many records it counted.
+KIND, RECORDS = "kind", "records"
+PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
+MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
+
+
+def parse_orders(kafka_rows: DataFrame) -> DataFrame:
+    """Kafka rows (binary `value`) -> the same rows plus `order` (the parsed struct) and
+    `reject_reason`, null for a valid order and a short reason for anything else."""
+    # The parse comes out of a generator (one row in, one row out): Spark's optimizer would otherwise
+    # push a filter on the reason below it, copying the whole JSON parse into each of the reason's
+    # conditions, once per condition a valid order passes.
+    parsed = kafka_rows.select("*", F.inline(F.array(F.struct(_order().alias(ORDER)))))
+    return parsed.withColumn(REJECT_REASON, _reject_reason())
+
+
+def reject_reasons() -> list[str]:
+    """Every reason a record can be rejected for, in the order they are checked."""
+    return [reason for reason, _ in _reject_rules()]
+
+
+def rejected_records(parsed: DataFrame) -> DataFrame:
+    """The rejected rows as a user inspects them: where they came from, why, and the raw value."""
+    value = F.col("value")
+    is_text = F.col(REJECT_REASON) != INVALID_UTF8  # decided once, in parse_orders
+    return parsed.where(F.col(REJECT_REASON).isNotNull()).select(
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        F.col("key").cast("string").alias("key"),
+        F.col(REJECT_REASON).alias("reason"),
+        F.when(is_text, value.cast("string")).alias("value"),
+        F.when(~is_text, F.base64(value)).alias("value_base64"),
+    )
+
+
+def batch_totals(parsed: DataFrame) -> DataFrame:
+    """Everything a micro-batch adds to the totals, in one aggregation over one parse: `kind`
+    "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
+    "orders" row counts valid orders in `records`; a "rejected" row per reason (in `Product`) counts
+    the records rejected for it."""
+    return (
+        parsed.select(F.inline(_batch_entries()))
+        .groupBy(KIND, PRODUCT_COLUMN)
+        .agg(F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN), F.count(F.lit(1)).alias(RECORDS))
+    )
+
+
+def sales_totals(parsed: DataFrame) -> DataFrame:
+    """Valid orders -> `Product`, `Total Sales`: the product rows of batch_totals."""
+    return batch_totals(parsed).where(F.col(KIND) == PRODUCT_KIND).select(PRODUCT_COLUMN, TOTAL_SALES_COLUMN)
+
+
+def batch_counts(rows: list[Row]) -> BatchCounts:
+    """The rows of batch_totals, collected, as what the batch adds to the totals."""
+    return BatchCounts(
+        {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in rows if row[KIND] == PRODUCT_KIND},
+        sum(row[RECORDS] for row in rows if row[KIND] == ORDERS_KIND),
+        {row[PRODUCT_COLUMN]: row[RECORDS] for row in rows if row[KIND] == REJECTED_KIND},
+    )
+
+
+# The columns below are built once: the sink parses every micro-batch, and building these expressions
+# call by call through py4j took longer than Spark's planning of them.
+
+
+@functools.cache
+def _order() -> Column:
+    text = F.col("value").cast("string")
+    return F.from_json(text, consumer_read_schema(), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
+
+
+@functools.cache
+def _reject_rules() -> tuple[tuple[str, Column], ...]:
+    """Each reason with the condition that rejects a record for it; the first that holds names it."""
+    value, order = F.col("value"), F.col(ORDER)
+    text = value.cast("string")
+    return (
+        ("tombstone (null value)", value.isNull()),
+        (INVALID_UTF8, not_utf8(value, text)),
+        ("not a JSON object of the order schema", order.isNull() | order[CORRUPT_RECORD].isNotNull()),
+        ("missing order_id", F.coalesce(F.length(F.trim(order[ORDER_ID])), F.lit(0)) == 0),
+        ("order_id is not a JSON string", not_a_json_string(text, order, ORDER_ID)),
+        ("customer_document is not a JSON string", not_a_json_string(text, order, CUSTOMER_DOCUMENT)),
+        ("sale_date is not a JSON string", not_a_json_string(text, order, SALE_DATE)),
+        ("missing products array", order[PRODUCTS].isNull()),
+        ("invalid product line", F.exists(order[PRODUCTS], _is_bad_line)),
+        ("product name is not a JSON string", a_name_is_not_a_json_string(text, order)),
+        ("price is not a JSON number", a_price_is_a_json_string(text)),
+    )
+
+
+@functools.cache
+def _reject_reason() -> Column:
+    (first_reason, first_condition), *rules = _reject_rules()
+    reason = F.when(first_condition, first_reason)
+    for name, condition in rules:
+        reason = reason.when(condition, name)
+    return reason
+
+
+def _is_bad_line(line: Column) -> Column:
+    """True unless the product line has a name, a whole quantity >= 1 and a price >= 0 in cents."""
+    cantidad, legacy_quantity, price = line[CANTIDAD], line[QUANTITY], line[PRICE]
+    quantity = F.coalesce(cantidad, legacy_quantity)
+    missing = line.isNull() | line[NAME].isNull() | quantity.isNull() | price.isNull()
+    invalid = (
+        (F.length(F.trim(line[NAME])) == 0)
+        | (quantity < 1)
+        | (cantidad.isNotNull() & legacy_quantity.isNotNull() & (cantidad != legacy_quantity))
+        | (price < 0)
+        | (price > MAX_PRICE)
+        | (price != F.round(price, PRICE_DECIMALS))
+    )
+    return F.when(missing, True).otherwise(invalid)
+
+
+@functools.cache
+def _batch_entries() -> Column:
+    """What a parsed record adds, as an array of (kind, product, amount)."""
+    total = TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType
+    no_amount = F.lit(None).cast(total)
+
+    def entry(kind: str, key: Column, amount: Column) -> Column:
+        return F.struct(F.lit(kind).alias(KIND), key.alias(PRODUCT_COLUMN), amount.alias(TOTAL_SALES_COLUMN))
+
+    def line_entry(line: Column) -> Column:
+        quantity = F.coalesce(line[CANTIDAD], line[QUANTITY])
+        return entry(PRODUCT_KIND, line[NAME], (quantity * line[PRICE].cast(MONEY)).cast(total))
+
+    valid_order = F.concat(
+        F.transform(F.col(ORDER)[PRODUCTS], line_entry),
+        F.array(entry(ORDERS_KIND, F.lit(None).cast("string"), no_amount)),
+    )
+    rejected = F.array(entry(REJECTED_KIND, F.col(REJECT_REASON), no_amount))
+    return F.when(F.col(REJECT_REASON).isNull(), valid_order).otherwise(rejected)
