@@ -59,7 +59,8 @@ class TotalsSink:
         print(format_batch(batch_id, stored.totals), flush=True)
         if counts.rejected:
             self._print_rejects(batch_id, counts, stored)
-        show_on(self.dashboard, stored)
+        if self.dashboard:
+            self.dashboard.show_totals(stored, counts.newest_record_at)
         self.last_batch = batch_id
 
     def _print_rejects(self, batch_id: int, counts: BatchCounts, stored: StoredTotals) -> None:
@@ -82,10 +83,6 @@ class TotalsSink:
         self.claimed.set()
         if stored.batch_id > NO_BATCH or stored.orders or stored.rejected:
             print(format_batch(max(stored.batch_id, 0), stored.totals), flush=True)
-            show_on(self.dashboard, stored)
+            if self.dashboard:
+                self.dashboard.show_totals(stored)
             self.shown_at_start = True
-
-
-def show_on(dashboard: DashboardState | None, stored: StoredTotals) -> None:
-    if dashboard:
-        dashboard.show_totals(stored.batch_id, stored.totals, stored.orders, stored.rejected_total, stored.committed_at)
