@@ -38,10 +38,10 @@ from consumer import QUERY  # noqa: E402
 from producer import KAFKA_SETTINGS  # noqa: E402
 from ventas.config import Parser  # noqa: E402
 from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
-from ventas.kafka_local import LocalBroker, distinct_free_ports, free_port  # noqa: E402
-from ventas.orders import OrderGenerator  # noqa: E402
-from ventas.postgres_local import LocalPostgres  # noqa: E402
-from ventas.processes import (  # noqa: E402
+from ventas.lab.kafka_broker import LocalBroker  # noqa: E402
+from ventas.lab.ports import distinct_free_ports, free_port  # noqa: E402
+from ventas.lab.postgres_local import LocalPostgres  # noqa: E402
+from ventas.lab.processes import (  # noqa: E402
     line_env,
     pipeline_env,
     producer_command,
@@ -49,7 +49,8 @@ from ventas.processes import (  # noqa: E402
     start,
     stop,
 )
-from ventas.spark_local import SparkCluster  # noqa: E402
+from ventas.lab.spark_local import SparkCluster  # noqa: E402
+from ventas.orders import OrderGenerator  # noqa: E402
 
 BENCH = ROOT / "bench"
 SEED_LINE_PYTHON = ROOT / ".venv-spark3.5" / "bin" / "python"

@@ -20,10 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, non_negative_float, positive_int
 from ventas.dashboard import add_dashboard_arguments, url
-from ventas.kafka_local import DEFAULT_PORT, LocalBroker, LocalCluster, default_data_dir
-from ventas.processes import producer_command, spark_submit_command, start, stop_all
+from ventas.lab.kafka_broker import DEFAULT_PORT, LocalBroker, default_data_dir
+from ventas.lab.kafka_cluster import LocalCluster
+from ventas.lab.processes import producer_command, spark_submit_command, start, stop_all
+from ventas.lab.spark_local import SparkCluster, add_master_arguments, default_state_dir
 from ventas.signals import StopRequest, say
-from ventas.spark_local import SparkCluster, add_master_arguments, default_state_dir
 
 CLUSTER_BROKERS, CLUSTER_PARTITIONS, CLUSTER_WORKERS = 3, 6, 2
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import SEED_LINE_PYTHON
-from ventas.processes import ROOT, start, stop
+from ventas.lab.processes import ROOT, start, stop
 
 pytestmark = pytest.mark.integration
 SMOKE_TIMEOUT_S = 1800  # a hang guard, not a speed goal

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ventas.processes import ROOT, pipeline_env
+from ventas.lab.processes import ROOT, pipeline_env
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ from ventas.processes import ROOT, pipeline_env
         ),
         (["scripts/demo.py", "--port", "0"], "demo: error: argument --port: must be >= 1, got '0'"),
         (
-            ["-m", "ventas.kafka_local", "restart"],
+            ["-m", "ventas.lab.kafka_local", "restart"],
             "kafka-local: error: argument command: invalid choice: 'restart' (choose from 'start', 'stop', 'status')",
         ),
         (["-m", "ventas.jars", "--fetch"], "ventas.jars: error: unrecognized arguments: --fetch"),

@@ -17,7 +17,7 @@ import yaml
 
 from ventas.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
 from ventas.jars import CACHE_HOME, spark_kafka_package, spark_scala_and_version
-from ventas.processes import ROOT
+from ventas.lab.processes import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INTERPOLATION = re.compile(r"\$\{(\w+):-([^}]*)\}")

@@ -11,7 +11,7 @@ import pytest
 
 from bench.progress_breakdown import PROGRESS_EVENT, breakdown, markdown, progresses
 from tests.helpers import consumer_args, run_consumer, run_producer
-from ventas.processes import ROOT
+from ventas.lab.processes import ROOT
 
 BREAKDOWN = [sys.executable, str(ROOT / "bench" / "progress_breakdown.py")]
 

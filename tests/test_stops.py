@@ -42,10 +42,11 @@ from tests.helpers import (
     wait_for_table,
     where_it_hangs,
 )
-from ventas.daemons import process_tree
 from ventas.dashboard import url
-from ventas.kafka_local import LocalBroker, distinct_free_ports, free_port
-from ventas.processes import ROOT, pipeline_env, signal_group, stop
+from ventas.lab.daemons import process_tree
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import distinct_free_ports, free_port
+from ventas.lab.processes import ROOT, pipeline_env, signal_group, stop
 
 pytestmark = pytest.mark.integration
 
