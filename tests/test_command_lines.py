@@ -19,7 +19,7 @@ from ventas.lab.processes import ROOT, pipeline_env
             ["consumer.py", "--dashboard-port", "80800"],
             "consumer.py: error: argument --dashboard-port: not a port number (0 to 65535): '80800'",
         ),
-        (["scripts/demo.py", "--port", "0"], "demo: error: argument --port: must be >= 1, got '0'"),
+        (["-m", "ventas.lab.demo", "--port", "0"], "demo: error: argument --port: must be >= 1, got '0'"),
         (
             ["-m", "ventas.lab.kafka_local", "restart"],
             "kafka-local: error: argument command: invalid choice: 'restart' (choose from 'start', 'stop', 'status')",

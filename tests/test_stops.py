@@ -259,7 +259,7 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
                 assert "is in use by consumer pid" in said and "demo: error: the consumer exited with code 1" in said
             time.sleep(random.uniform(1, 4))
             tree = process_tree(terminal.process.pid)
-            assert len(tree) >= 7, tree  # bash, make, demo.py, broker, producer, spark-submit's JVM, driver
+            assert len(tree) >= 7, tree  # bash, make, the demo, broker, producer, spark-submit's JVM, driver
             if how == "Ctrl-C":
                 terminal.ctrl_c()
             elif how == "terminal closed":

@@ -13,11 +13,6 @@ and the consumer submitted to that master. It stops what it started, and only th
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, non_negative_float, positive_int
 from ventas.dashboard import add_dashboard_arguments, url
 from ventas.lab.kafka_broker import DEFAULT_PORT, LocalBroker, default_data_dir
