@@ -49,7 +49,7 @@ endif
 # Measures the 3.5 line's consumer beside the default's.
 bench: deps
 	$(SEED_LINE) deps
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,11 +1,9 @@
 """The consumer's transformation as a plain Spark batch job over the same Kafka records: the
-compute ceiling of this machine. Prints `ceiling: N records in S s` for bench/run.py."""
+compute ceiling of this machine. Prints `ceiling: N records in S s` for bench.run, whose spark-submit
+runs this file with the repository on PYTHONPATH (ventas.lab.processes.pipeline_env): `consumer` imports."""
 
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consumer import batch_totals, create_session, parse_orders
 

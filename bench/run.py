@@ -31,17 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from consumer import QUERY  # noqa: E402
-from producer import KAFKA_SETTINGS  # noqa: E402
-from ventas.config import Parser  # noqa: E402
-from ventas.jars import ensure_kafka_libs, kafka_version  # noqa: E402
-from ventas.lab.kafka_broker import LocalBroker  # noqa: E402
-from ventas.lab.ports import distinct_free_ports, free_port  # noqa: E402
-from ventas.lab.postgres_local import LocalPostgres  # noqa: E402
-from ventas.lab.processes import (  # noqa: E402
+from consumer import QUERY
+from producer import KAFKA_SETTINGS
+from ventas.config import Parser
+from ventas.jars import ensure_kafka_libs, kafka_version
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import distinct_free_ports, free_port
+from ventas.lab.postgres_local import LocalPostgres
+from ventas.lab.processes import (
     line_env,
     pipeline_env,
     producer_command,
@@ -49,10 +46,11 @@ from ventas.lab.processes import (  # noqa: E402
     start,
     stop,
 )
-from ventas.lab.spark_local import SparkCluster  # noqa: E402
-from ventas.orders import OrderGenerator  # noqa: E402
+from ventas.lab.spark_local import SparkCluster
+from ventas.orders import OrderGenerator
 
-BENCH = ROOT / "bench"
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 SEED_LINE_PYTHON = ROOT / ".venv-spark3.5" / "bin" / "python"
 LINGER_MS, BATCH_SIZE = KAFKA_SETTINGS["linger_ms"], KAFKA_SETTINGS["batch_size"]
 PRODUCER_SETTINGS = {  # batching tried for the sending path, on top of producer.py's settings; the first is its own
@@ -906,7 +904,7 @@ SECTIONS = {  # what --sections chooses from, in the order measured and shown
 
 
 def main() -> None:
-    parser = Parser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--sections",

@@ -25,7 +25,7 @@ from ventas.lab.processes import ROOT, pipeline_env
             "kafka-local: error: argument command: invalid choice: 'restart' (choose from 'start', 'stop', 'status')",
         ),
         (["-m", "ventas.jars", "--fetch"], "ventas.jars: error: unrecognized arguments: --fetch"),
-        (["bench/run.py", "--repeat", "x"], "bench/run.py: error: argument --repeat: invalid int value: 'x'"),
+        (["-m", "bench.run", "--repeat", "x"], "bench.run: error: argument --repeat: invalid int value: 'x'"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_2(command: list[str], expected: str) -> None:
