@@ -1,6 +1,7 @@
 """The consumer's transformation as a plain Spark batch job over the same Kafka records: the
-compute ceiling of this machine. Prints `ceiling: N records in S s` for bench.run, whose spark-submit
-runs this file with the repository on PYTHONPATH (ventas.lab.processes.pipeline_env): `consumer` imports."""
+compute ceiling of this machine. Prints `ceiling: N records in S s` for bench.measure_consumer, whose
+spark-submit runs this file with the repository on PYTHONPATH (ventas.lab.processes.pipeline_env),
+so that `consumer` imports."""
 
 import sys
 import time
