@@ -36,7 +36,7 @@ from ventas.config import (
 )
 from ventas.orders import Order, OrderGenerator
 from ventas.security import connect, load_security
-from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
+from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, print_status
 
 if TYPE_CHECKING:
     from kafka.future import Future
@@ -224,7 +224,7 @@ def finish(producer, report: DeliveryReport, stop: StopRequest) -> None:
             flushed = True
         except KafkaTimeoutError:
             if not noticed and time.monotonic() - started >= STOP_NOTICE_AFTER_S:
-                say(
+                print_status(
                     f"producer: waiting for the broker to acknowledge {report.pending} orders "
                     f"(at most {DELIVERY_TIMEOUT_MS // 1000} s; Ctrl-C again to stop at once)"
                 )

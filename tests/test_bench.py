@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import SEED_LINE_PYTHON
-from ventas.processes import ROOT, start, stop
+from ventas.lab.processes import start, stop
 
 pytestmark = pytest.mark.integration
 SMOKE_TIMEOUT_S = 1800  # a hang guard, not a speed goal
@@ -25,7 +25,8 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path, postgres_
     bench = start(
         [
             sys.executable,
-            str(ROOT / "bench" / "run.py"),
+            "-m",
+            "bench.run",
             "--repeat",
             "1",
             "--producer-orders",

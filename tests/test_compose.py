@@ -17,7 +17,7 @@ import yaml
 
 from ventas.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
 from ventas.jars import CACHE_HOME, spark_kafka_package, spark_scala_and_version
-from ventas.processes import ROOT
+from ventas.lab.processes import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INTERPOLATION = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -120,7 +120,7 @@ def test_the_consumers_healthcheck_is_its_healthz(compose: dict) -> None:
     """The healthcheck's command, run here against a consumer's /healthz (on a free port): it succeeds
     on 200 and fails on 503."""
     from ventas.dashboard import DashboardState, serving
-    from ventas.kafka_local import free_port
+    from ventas.lab.ports import free_port
     from ventas.metrics import routes
 
     consumer = compose["services"]["consumer"]

@@ -28,8 +28,8 @@ from tests.helpers import (
 )
 from tests.reject_examples import order
 from ventas.dashboard import DashboardState, products_view, serving, stream_view, url
-from ventas.kafka_local import free_port
-from ventas.processes import stop
+from ventas.lab.ports import free_port
+from ventas.lab.processes import stop
 from ventas.totals_db import StoredTotals
 
 HOSTILE = "<img src=x onerror=alert(1)>"

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ventas.dashboard import DashboardState, serving
-from ventas.kafka_local import free_port
+from ventas.lab.ports import free_port
+from ventas.lab.processes import ROOT
 from ventas.metrics import health, routes
 from ventas.monitoring import Monitoring, partitions_behind
-from ventas.processes import ROOT
 from ventas.totals_db import StoredTotals
 
 # Names the text format must escape (quotes, backslashes, newlines) or that would be markup on a page.

@@ -30,8 +30,9 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
-from ventas.kafka_local import LocalBroker, free_port
-from ventas.processes import ROOT, stop
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
+from ventas.lab.processes import ROOT, stop
 
 PROMETHEUS, PROMTOOL = Path("/usr/bin/prometheus"), Path("/usr/bin/promtool")
 CONF = ROOT / "conf" / "prometheus"

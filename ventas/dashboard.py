@@ -35,7 +35,7 @@ from typing import Any
 
 from ventas.config import env
 from ventas.monitoring import Monitoring, partitions_behind
-from ventas.signals import say
+from ventas.signals import print_status
 from ventas.table import sorted_totals
 from ventas.totals_db import StoredTotals
 
@@ -360,13 +360,13 @@ def serving(
         server = _Server(state, host, port, routes or {})
     except OSError as error:
         reason = error.strerror or str(error)
-        say(f"consumer: dashboard not started: cannot listen on {host}:{port}: {reason} (--dashboard-port)")
+        print_status(f"consumer: dashboard not started: cannot listen on {host}:{port}: {reason} (--dashboard-port)")
         yield None
         return
     thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
     thread.start()
     address = url(host, server.server_address[1])
-    say(f"consumer: dashboard at {address}")
+    print_status(f"consumer: dashboard at {address}")
     try:
         yield address
     finally:

@@ -9,7 +9,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
 from ventas.dashboard import DashboardState
-from ventas.signals import StopRequest, say
+from ventas.signals import StopRequest, print_status
 from ventas.spark_workarounds import BatchCutShort, short_error_on_stop
 from ventas.table import format_batch
 from ventas.totals_db import NO_BATCH, BatchCounts, StoredTotals, TotalsDb, TotalsDbError
@@ -75,7 +75,7 @@ class TotalsSink:
             return
         stored = self.db.claim(str(query.id), location, legacy.counts if legacy else None)
         if legacy:
-            say(
+            print_status(
                 f"consumer: imported the totals of batch {legacy.batch_id} from {location}/{LEGACY_QUERY} (Spark's "
                 f"state store, where earlier versions kept them) into {self.db.display}"
             )
