@@ -5,12 +5,14 @@ highest rate each sustains with a p95 within SUSTAINED_P95_S."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from bench.measuring import BENCH, Batch, PeakRss, batch_from, kafka_producer, median_phases, new_topic, percentiles
 from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
 from ventas.lab.postgres_local import LocalPostgres
 from ventas.lab.processes import pipeline_env, producer_command, spark_submit_command, start, stop
 
@@ -76,6 +79,7 @@ class Measured:
 
     command: list[str]
     postgres: LocalPostgres | None = None
+    scraped: str | None = None  # a URL (its /metrics) fetched every second while it runs, as Prometheus would
 
     def for_topic(self, topic: str) -> list[str]:
         if self.postgres:
@@ -102,6 +106,7 @@ def latency_run(
     running = watch_tables(process, first_seen, batches)
     acked: dict[str, float] = {}
     markers = kafka_producer(broker.bootstrap, linger_ms=0)
+    scrapes = scraping(consumer.scraped) if consumer.scraped else None
     try:
         running.wait(timeout=300)  # Spark's start is not what we measure
         with load(broker, topic, rate, producer_peaks) as achieved:
@@ -125,6 +130,8 @@ def latency_run(
                 time.sleep(0.2)
     finally:
         markers.close()
+        if scrapes:
+            scrapes["stop"].set()
         stop(process)
         driver_peaks.append(rss.stop())
     seen = [first_seen[name] - at for name, at in acked.items() if name in first_seen]
@@ -132,17 +139,36 @@ def latency_run(
     result["markers_not_seen"] = len(acked) - len(seen)
     result["load_orders_per_s"] = achieved.get("load_orders_per_s")
     result["median_batch_ms"] = median_phases(batches)
+    if scrapes:
+        result["scrapes"] = scrapes["answered"]
     return result
 
 
-CONSUMERS = ("ours", "ours, PostgreSQL", "naive")
+def scraping(url: str, every_s: float = 1.0) -> dict:
+    """GET `url` every `every_s` seconds in a thread until the dict's "stop" event is set; its
+    "answered" counts the scrapes that got an answer."""
+    state: dict = {"stop": threading.Event(), "answered": 0}
+
+    def scrape() -> None:
+        while not state["stop"].wait(every_s):
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+                state["answered"] += 1
+
+    threading.Thread(target=scrape, daemon=True).start()
+    return state
+
+
+SCRAPED = "ours, /metrics scraped every 1 s"
+CONSUMERS = ("ours", SCRAPED, "ours, PostgreSQL", "naive")
 
 
 def measured_consumers(
     broker: LocalBroker, state: str, postgres: LocalPostgres, args: argparse.Namespace
 ) -> dict[str, Measured]:
-    """The consumers measured under load (--consumers), by name: ours as a user runs it (SQLite), ours
-    with its totals in PostgreSQL, and the seed's naive one; ours with --spark-conf."""
+    """The consumers measured under load (--consumers), by name: ours as a user runs it (SQLite), the same
+    with its /metrics scraped every second, ours with its totals in PostgreSQL, and the seed's naive one;
+    ours with --spark-conf. Ours serve their dashboard and metrics on a free port each."""
     options = [part for setting in args.spark_conf for part in ("--conf", setting)]
     ours = spark_submit_command(
         [
@@ -159,9 +185,16 @@ def measured_consumers(
         ],
         options=options,
     )
+    sqlite = ["--totals-db", f"{state}/TOPIC/totals.sqlite3"]
+    scraped_port = free_port()
     consumers = {
-        "ours": Measured([*ours, "--totals-db", f"{state}/TOPIC/totals.sqlite3"]),
-        "ours, PostgreSQL": Measured([*ours, "--totals-db", postgres.database_url("TOPIC")], postgres),
+        "ours": Measured([*ours, *sqlite, "--dashboard-port", str(free_port())]),
+        SCRAPED: Measured(
+            [*ours, *sqlite, "--dashboard-port", str(scraped_port)], scraped=f"http://127.0.0.1:{scraped_port}/metrics"
+        ),
+        "ours, PostgreSQL": Measured(
+            [*ours, "--totals-db", postgres.database_url("TOPIC"), "--dashboard-port", str(free_port())], postgres
+        ),
         "naive": Measured(spark_submit_command([broker.bootstrap, "TOPIC"], BENCH / "naive_consumer.py")),
     }
     return {name: consumers[name] for name in CONSUMERS if name in args.consumers}
@@ -209,6 +242,8 @@ def bench_sustained(broker: LocalBroker, postgres: LocalPostgres, args: argparse
     found = {}
     with tempfile.TemporaryDirectory() as state:
         for name, consumer in measured_consumers(broker, state, postgres, args).items():
+            if consumer.scraped:  # its cost is measured in the latency section
+                continue
             steps = []
             for rate in args.sustained_rates:
                 run = latency_run(broker, rate, consumer, args, [], [], sustain=args.sustained_for)
