@@ -36,7 +36,7 @@ from ventas.lab.processes import ROOT, stop
 
 PROMETHEUS, PROMTOOL = Path("/usr/bin/prometheus"), Path("/usr/bin/promtool")
 CONF = ROOT / "conf" / "prometheus"
-STALLED_AFTER_S = 10
+STALLED_AFTER_S = 20  # above the 10 s between the progress reports of an idle query
 WAIT_S = 120
 
 
