@@ -46,7 +46,7 @@ PROGRESS_EVERY_S = 5.0
 CLOCK_EVERY = 1000  # records sent between two reads of the clock when not paced by --rate
 DELIVERY_TIMEOUT_MS = 120_000
 FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
-# kafka-python settings of every producer this project runs (bench/run.py measures with them too):
+# kafka-python settings of every producer this project runs (bench/measuring.py measures with them too):
 # acks from all replicas, retried for up to DELIVERY_TIMEOUT_MS, without duplicates.
 KAFKA_SETTINGS = {
     "acks": "all",
