@@ -29,11 +29,11 @@ TEST_WORKERS ?= 2
 
 # Quiet (@): the demo's own first lines are the broker's and the dashboard's addresses.
 demo: deps
-	@$(PY) scripts/demo.py
+	@$(PY) -m ventas.lab.demo
 
-# The same on clusters: 3 Kafka nodes, a Spark standalone master with 2 workers (scripts/demo.py --cluster).
+# The same on clusters: 3 Kafka nodes, a Spark standalone master with 2 workers (ventas/lab/demo.py --cluster).
 demo-cluster: deps
-	@$(PY) scripts/demo.py --cluster
+	@$(PY) -m ventas.lab.demo --cluster
 
 test: deps
 ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
@@ -49,7 +49,7 @@ endif
 # Measures the 3.5 line's consumer beside the default's.
 bench: deps
 	$(SEED_LINE) deps
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -32,16 +32,17 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from ventas import checkpoint
+from ventas import checkpoint, metrics
 from ventas.checkpoint import CheckpointLogs
 from ventas.config import UserError, env, fail, setup_logging
 from ventas.consumer_settings import ConsumerSettings, build_parser, settings_from
 from ventas.dashboard import DashboardState, serving
 from ventas.kafka_topic import latest_offsets
+from ventas.metrics import HEALTH_PATH, METRICS_PATH
 from ventas.query_reports import ProgressListener, failure_message
 from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS
-from ventas.signals import StopRequest, say
-from ventas.sink import TotalsSink, show_on
+from ventas.signals import StopRequest, print_status
+from ventas.sink import TotalsSink
 from ventas.spark_workarounds import read_until_caught_up, restart_after_spark_55271
 from ventas.stopping import QUERY_STOP_S, STOP_TIMEOUT, stop_between_batches, stop_query, stop_signals_to_this_driver
 from ventas.table import format_batch
@@ -198,14 +199,17 @@ def run(
         if query.exception():
             log.info("query %s ended while stopping: %s", query.name, str(query.exception()).splitlines()[0])
         after = "" if sink.last_batch is None else f" after batch {sink.last_batch}"
-        say(f"consumer: stopped{after}" + (" (at once)" if stop.immediate.is_set() else ""))
+        print_status(f"consumer: stopped{after}" + (" (at once)" if stop.immediate.is_set() else ""))
     except StreamingQueryException as error:
         # A query still active is stopped first, quietly: cut short by spark.stop(), its batch would log
         # Spark's errors and stack traces under the one line that says what failed.
         spark.sparkContext.setLogLevel("OFF")
         for active in spark.streams.active:
             stop_query(spark, active)
-        raise UserError(sink.failure or failure_message(str(error), settings.checkpoint_location)) from None
+        failure = sink.failure or failure_message(str(error), settings.checkpoint_location)
+        if dashboard:
+            dashboard.show_failure(failure)
+        raise UserError(failure) from None
     finally:
         spark.stop()
 
@@ -226,12 +230,17 @@ def main(argv: list[str] | None = None) -> None:
         db = TotalsDb.open(settings.totals_db)
         try:
             if stop.requested.is_set():
-                say("consumer: stopped before the query started")
+                print_status("consumer: stopped before the query started")
                 return
             dashboard = DashboardState(settings.topic)
             if (stored := db.read()).checkpoint_id:
-                show_on(dashboard, stored)
-            with serving(dashboard, settings.dashboard_host, settings.dashboard_port) as address:
+                dashboard.show_totals(stored)
+            served = metrics.routes(dashboard, settings.topic, settings.stalled_after)
+            with serving(dashboard, settings.dashboard_host, settings.dashboard_port, served) as address:
+                if address:
+                    print_status(
+                        f"consumer: metrics at {address}{METRICS_PATH[1:]}, health at {address}{HEALTH_PATH[1:]}"
+                    )
                 run(settings, latest, stop, dashboard if address else None, db)
         finally:
             db.close()
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     except Py4JError:  # the JVM is gone: a stop signal reached it while its handlers were its own
         if not stop.requested.is_set():
             raise
-        say("consumer: stopped")
+        print_status("consumer: stopped")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from ventas.config import (
 )
 from ventas.orders import Order, OrderGenerator
 from ventas.security import connect, load_security
-from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
+from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, print_status
 
 if TYPE_CHECKING:
     from kafka.future import Future
@@ -46,7 +46,7 @@ PROGRESS_EVERY_S = 5.0
 CLOCK_EVERY = 1000  # records sent between two reads of the clock when not paced by --rate
 DELIVERY_TIMEOUT_MS = 120_000
 FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
-# kafka-python settings of every producer this project runs (bench/run.py measures with them too):
+# kafka-python settings of every producer this project runs (bench/measuring.py measures with them too):
 # acks from all replicas, retried for up to DELIVERY_TIMEOUT_MS, without duplicates.
 KAFKA_SETTINGS = {
     "acks": "all",
@@ -224,7 +224,7 @@ def finish(producer, report: DeliveryReport, stop: StopRequest) -> None:
             flushed = True
         except KafkaTimeoutError:
             if not noticed and time.monotonic() - started >= STOP_NOTICE_AFTER_S:
-                say(
+                print_status(
                     f"producer: waiting for the broker to acknowledge {report.pending} orders "
                     f"(at most {DELIVERY_TIMEOUT_MS // 1000} s; Ctrl-C again to stop at once)"
                 )

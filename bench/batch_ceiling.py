@@ -1,13 +1,13 @@
 """The consumer's transformation as a plain Spark batch job over the same Kafka records: the
-compute ceiling of this machine. Prints `ceiling: N records in S s` for bench/run.py."""
+compute ceiling of this machine. Prints `ceiling: N records in S s` for bench.measure_consumer, whose
+spark-submit runs this file with the repository on PYTHONPATH (ventas.lab.processes.pipeline_env),
+so that `consumer` imports."""
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from consumer import batch_totals, create_session, parse_orders
+from consumer import create_session
+from ventas.transforms import batch_totals, parse_orders
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 spark = create_session()

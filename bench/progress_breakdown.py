@@ -4,7 +4,7 @@ Run the consumer with an uncompressed event log, then read it here:
 
     spark-submit --conf spark.eventLog.enabled=true --conf spark.eventLog.dir=/tmp/events \\
       --conf spark.eventLog.compress=false ... consumer.py --available-now ...
-    python bench/progress_breakdown.py /tmp/events/*
+    python -m bench.progress_breakdown /tmp/events/*
 
 Prints, for the batches that read records, each phase of Spark's `durationMs` summed over the
 batches and its share of the batches' time (`triggerExecution`), and the state store's commit time.
@@ -13,12 +13,9 @@ batches and its share of the batches' time (`triggerExecution`), and the state s
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ventas.config import Parser, UserError, fail
 
@@ -98,7 +95,7 @@ def read_progresses(paths: Iterable[Path]) -> list[dict]:
 
 
 def main() -> None:
-    parser = Parser(prog="bench/progress_breakdown.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="bench.progress_breakdown", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "event_logs", nargs="+", type=Path, help="uncompressed Spark event logs (files, or rolling log directories)"
     )

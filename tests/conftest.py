@@ -14,8 +14,9 @@ import pytest
 
 from tests.helpers import apt_install
 from ventas.config import UserError
-from ventas.kafka_local import LocalBroker, free_port
-from ventas.postgres_local import LocalPostgres, server_bindir
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
+from ventas.lab.postgres_local import LocalPostgres, server_bindir
 
 # Consumers started by the tests serve no dashboard unless a test gives one a free port: two runs, or a
 # `make demo` beside them, never compete for the default port 8050.

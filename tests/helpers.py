@@ -22,8 +22,8 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 from ventas.config import true_or_false
-from ventas.daemons import process_tree, start_time
-from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command
+from ventas.lab.daemons import process_tree, start_time
+from ventas.lab.processes import ROOT, pipeline_env, signal_group, spark_submit_command
 
 TIMEOUT_S = 300
 SEED_SAMPLE = (

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from bench.run import SEED_LINE_PYTHON
-from ventas.processes import ROOT, start, stop
+from ventas.lab.processes import start, stop
 
 pytestmark = pytest.mark.integration
 SMOKE_TIMEOUT_S = 1800  # a hang guard, not a speed goal
-CONSUMERS = ("ours", "ours, PostgreSQL", "naive")  # measured under load, in this order
+SCRAPED = "ours, /metrics scraped every 1 s"
+CONSUMERS = ("ours", SCRAPED, "ours, PostgreSQL", "naive")  # measured under load, in this order
 
 
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)  # pyproject's 900 s would cut the guard short
@@ -25,7 +26,8 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path, postgres_
     bench = start(
         [
             sys.executable,
-            str(ROOT / "bench" / "run.py"),
+            "-m",
+            "bench.run",
             "--repeat",
             "1",
             "--producer-orders",
@@ -89,7 +91,8 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path, postgres_
         step = pair["held"] or pair["failed"]
         assert step["rate"] == 100 and step["markers"] >= 1 and step["load_orders_per_s"] > 0, consumer
         assert (pair["failed"] is None) == (pair["held"] is step), consumer
-    assert set(figures["sustained"]) == set(CONSUMERS)
+    assert set(figures["sustained"]) == set(CONSUMERS) - {SCRAPED}  # scraping's cost is the latency rows'
+    assert figures["latency"]["100"][SCRAPED]["scrapes"] >= 1
     assert "## Sustained rate (end-to-end p95 <= 2 s for 3 s)" in markdown.read_text()
     assert figures["ratios"]["producer_vs_one_core_bound"] > 0
     assert all(mb > 0 for mb in figures["peak_rss_mb"].values())
@@ -102,4 +105,7 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path, postgres_
     rows = [line for line in markdown.read_text().splitlines() if line.startswith("| 100 |") and " / " in line]
     for row, name in zip(rows, CONSUMERS, strict=True):
         first = " (ran first)" if name == "ours" else ""
-        assert row.startswith(f"| 100 | {name}{first} | {figures['latency']['100'][name]['load_orders_per_s']} |")
+        scrapes = f" ({figures['latency']['100'][name]['scrapes']} scrapes answered)" if name == SCRAPED else ""
+        assert row.startswith(
+            f"| 100 | {name}{scrapes}{first} | {figures['latency']['100'][name]['load_orders_per_s']} |"
+        )

@@ -26,10 +26,12 @@ from tests.helpers import (
     wait_for_records,
     wait_for_table,
 )
-from ventas.daemons import start_time
-from ventas.kafka_local import SINGLE, LocalCluster, create_topics, distinct_free_ports, free_ports, partition_states
-from ventas.processes import ROOT, stop
-from ventas.spark_local import SparkCluster
+from ventas.lab.daemons import start_time
+from ventas.lab.kafka_cluster import LocalCluster
+from ventas.lab.kafka_topics import SINGLE, create_topics, partition_states
+from ventas.lab.ports import distinct_free_ports, free_ports
+from ventas.lab.processes import ROOT, stop
+from ventas.lab.spark_local import SparkCluster
 
 pytestmark = pytest.mark.integration
 SPARK_LOCAL = str(ROOT / "scripts" / "spark-local")

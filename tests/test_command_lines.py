@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ventas.processes import ROOT, pipeline_env
+from ventas.lab.processes import ROOT, pipeline_env
 
 
 @pytest.mark.parametrize(
@@ -19,13 +19,13 @@ from ventas.processes import ROOT, pipeline_env
             ["consumer.py", "--dashboard-port", "80800"],
             "consumer.py: error: argument --dashboard-port: not a port number (0 to 65535): '80800'",
         ),
-        (["scripts/demo.py", "--port", "0"], "demo: error: argument --port: must be >= 1, got '0'"),
+        (["-m", "ventas.lab.demo", "--port", "0"], "demo: error: argument --port: must be >= 1, got '0'"),
         (
-            ["-m", "ventas.kafka_local", "restart"],
+            ["-m", "ventas.lab.kafka_local", "restart"],
             "kafka-local: error: argument command: invalid choice: 'restart' (choose from 'start', 'stop', 'status')",
         ),
         (["-m", "ventas.jars", "--fetch"], "ventas.jars: error: unrecognized arguments: --fetch"),
-        (["bench/run.py", "--repeat", "x"], "bench/run.py: error: argument --repeat: invalid int value: 'x'"),
+        (["-m", "bench.run", "--repeat", "x"], "bench.run: error: argument --repeat: invalid int value: 'x'"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_2(command: list[str], expected: str) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from ventas.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
 from ventas.jars import CACHE_HOME, spark_kafka_package, spark_scala_and_version
-from ventas.processes import ROOT
+from ventas.lab.processes import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INTERPOLATION = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -114,6 +114,25 @@ def test_the_dashboard_is_published_on_the_hosts_loopback(compose: dict) -> None
     assert consumer["environment"]["DASHBOARD_HOST"] == "0.0.0.0"  # inside the container: reachable by the mapping
     assert consumer["ports"] == [f"127.0.0.1:{port}:{port}"]
     assert url("127.0.0.1", port) in (ROOT / "docs" / "compose.md").read_text()
+
+
+def test_the_consumers_healthcheck_is_its_healthz(compose: dict) -> None:
+    """The healthcheck's command, run here against a consumer's /healthz (on a free port): it succeeds
+    on 200 and fails on 503."""
+    from ventas.dashboard import DashboardState, serving
+    from ventas.lab.ports import free_port
+    from ventas.metrics import routes
+
+    consumer = compose["services"]["consumer"]
+    command = consumer["healthcheck"]["test"]
+    url = f"http://127.0.0.1:{consumer['environment']['DASHBOARD_PORT']}/healthz"
+    assert command[0] == "CMD" and any(url in part for part in command)
+    state, port = DashboardState(DEFAULT_TOPIC), free_port()
+    check = [part.replace(url, f"http://127.0.0.1:{port}/healthz") for part in command[1:]]
+    with serving(state, "127.0.0.1", port, routes(state, DEFAULT_TOPIC, consumer["environment"]["STALLED_AFTER"])):
+        assert subprocess.run(check, capture_output=True).returncode == 0
+        state.show_failure("the totals database is unreachable")
+        assert subprocess.run(check, capture_output=True).returncode != 0
 
 
 def test_nothing_starts_before_kafka_accepts_connections(compose: dict) -> None:

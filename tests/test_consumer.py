@@ -28,8 +28,8 @@ from tests.helpers import (
 )
 from tests.reject_examples import REJECT_EXAMPLES, order
 from tests.test_transform import LARGEST_LINE, LARGEST_TOTAL
-from ventas.kafka_local import free_port
-from ventas.processes import pipeline_env, stop
+from ventas.lab.ports import free_port
+from ventas.lab.processes import pipeline_env, stop
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_the_readmes_packages_command_works_as_written(kafka_bootstrap: str, top
     import sys
 
     from ventas.jars import spark_kafka_package
-    from ventas.processes import ROOT
+    from ventas.lab.processes import ROOT
 
     send_values(kafka_bootstrap, topic, [SEED_SAMPLE])
     spark_submit = Path(sys.executable).parent / "spark-submit"
@@ -200,7 +200,7 @@ def test_without_the_connector_it_says_which_package_to_add(kafka_bootstrap: str
     import sys
 
     from ventas.jars import spark_kafka_package
-    from ventas.processes import ROOT
+    from ventas.lab.processes import ROOT
 
     result = subprocess.run(  # spark-submit without --packages, the way a user meets it
         [

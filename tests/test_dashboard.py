@@ -28,8 +28,9 @@ from tests.helpers import (
 )
 from tests.reject_examples import order
 from ventas.dashboard import DashboardState, products_view, serving, stream_view, url
-from ventas.kafka_local import free_port
-from ventas.processes import stop
+from ventas.lab.ports import free_port
+from ventas.lab.processes import stop
+from ventas.totals_db import StoredTotals
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -81,7 +82,15 @@ def test_stream_health_comes_from_the_kafka_sources_progress() -> None:
 
 def test_the_state_shows_the_totals_and_the_counts_of_the_totals_query() -> None:
     state = DashboardState("ventas-events")
-    state.show_totals(3, {"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.10")}, 13, 2, "2025-05-12T15:33:35+00:00")
+    state.show_totals(
+        StoredTotals(
+            batch_id=3,
+            totals={"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.10")},
+            orders=13,
+            rejected={"missing order_id": 2},
+            committed_at="2025-05-12T15:33:35+00:00",
+        )
+    )
     view = json.loads(state.snapshot()[1])
     assert (view["orders"], view["rejected"], view["grand_total"], view["batch"]) == (13, 2, "2000.10", 3)
     assert view["batch_time"] == "2025-05-12T15:33:35.000+00:00"
@@ -101,7 +110,7 @@ def get(address: str, path: str, host: str | None = None, method: str = "GET") -
 
 def test_the_server_serves_the_page_and_its_data_and_takes_no_input() -> None:
     state = DashboardState("ventas-events")
-    state.show_totals(0, {HOSTILE: Decimal("11.00")}, 1, 0)
+    state.show_totals(StoredTotals(batch_id=0, totals={HOSTILE: Decimal("11.00")}, orders=1))
     with serving(state, "127.0.0.1", free_port()) as address:
         assert address
         status, headers, page = get(address, "/")
@@ -125,7 +134,11 @@ def test_an_event_stream_gets_the_state_now_and_after_every_change() -> None:
         assert address
         with urllib.request.urlopen(address + "events", timeout=10) as events:
             first = _next_event(events)
-            state.show_totals(1, {"Laptop": Decimal("2000.00")}, 1, 1)
+            state.show_totals(
+                StoredTotals(
+                    batch_id=1, totals={"Laptop": Decimal("2000.00")}, orders=1, rejected={"missing order_id": 1}
+                )
+            )
             second = _next_event(events)  # the table and its counts come in one event
     assert first["products"] == [] and second["products"][0]["total"] == "2000.00"
     assert (second["orders"], second["rejected"]) == (1, 1)

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 
 from tests.reject_examples import markdown_table
-from ventas.processes import ROOT
+from ventas.lab.processes import ROOT
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"

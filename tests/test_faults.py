@@ -32,8 +32,9 @@ from tests.helpers import (
     wait_for_table,
 )
 from tests.reject_examples import REJECT_EXAMPLES
-from ventas.kafka_local import LocalBroker, free_port
-from ventas.processes import stop
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
+from ventas.lab.processes import stop
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import local_script, read_topic
-from ventas.kafka_local import LocalBroker, free_port
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,22 +71,22 @@ def test_ports_are_picked_at_random_below_the_ephemeral_range_and_free(
     """Client sockets take their local ports from the kernel's ephemeral range, so a port picked
     there can be taken before the broker binds it (seen: a cluster node's `Address already in use`
     while another test run connected to its brokers)."""
-    from ventas import kafka_local
+    from ventas.lab import ports
 
     port_range = tmp_path / "ip_local_port_range"
     port_range.write_text("40000\t60999\n")
-    monkeypatch.setattr(kafka_local, "EPHEMERAL_PORT_RANGE", port_range)
-    firsts = [kafka_local.free_ports(3) for _ in range(200)]
+    monkeypatch.setattr(ports, "EPHEMERAL_PORT_RANGE", port_range)
+    firsts = [ports.free_ports(3) for _ in range(200)]
     assert all(first >= 20000 and first + 2 < 40000 for first in firsts)
     assert len(set(firsts)) > 150  # at random: two runs starting at once rarely meet
 
-    taken = kafka_local.free_port()
+    taken = ports.free_port()
     with socket.create_server(("127.0.0.1", taken)):
-        picks, pick_at_random = iter([taken - 1]), kafka_local._PORT_PICKER.choice
+        picks, pick_at_random = iter([taken - 1]), ports._PORT_PICKER.choice
         monkeypatch.setattr(
-            kafka_local._PORT_PICKER, "choice", lambda ports: next(picks, None) or pick_at_random(ports)
+            ports._PORT_PICKER, "choice", lambda candidates: next(picks, None) or pick_at_random(candidates)
         )
-        first = kafka_local.free_ports(3)  # not taken - 1: taken - 1 to taken + 1 holds a listener
+        first = ports.free_ports(3)  # not taken - 1: taken - 1 to taken + 1 holds a listener
     assert first != taken - 1 and taken not in range(first, first + 3)
 
 
@@ -96,18 +97,19 @@ def test_ports_picked_for_servers_not_listening_yet_are_all_different(
     nothing listens can give two controllers, or a controller and a node's client port, the same port
     (seen: node 3 `Address already in use` on node 2's controller port). The picker here proposes
     exactly those ports first."""
-    from ventas import kafka_local
+    from ventas.lab import ports
+    from ventas.lab.kafka_cluster import LocalCluster
 
-    port = kafka_local.free_ports(3)
-    controller = kafka_local.free_port(avoid=range(port, port + 3))
+    port = ports.free_ports(3)
+    controller = ports.free_port(avoid=range(port, port + 3))
     proposals, pick_at_random = (
         [port + 1, controller, controller, port + 2, controller],
-        kafka_local._PORT_PICKER.choice,
+        ports._PORT_PICKER.choice,
     )
     monkeypatch.setattr(
-        kafka_local._PORT_PICKER, "choice", lambda ports: proposals.pop(0) if proposals else pick_at_random(ports)
+        ports._PORT_PICKER, "choice", lambda candidates: proposals.pop(0) if proposals else pick_at_random(candidates)
     )
-    cluster = kafka_local.LocalCluster(port, 3, tmp_path)
+    cluster = LocalCluster(port, 3, tmp_path)
     cluster._write_layout()
     controllers = list(cluster.quorum.controllers.values())
     assert proposals == [] and controllers[0] == controller  # every proposal was made, the first free one kept
@@ -121,7 +123,7 @@ def test_topic_creation_asks_again_while_a_new_clusters_metadata_lacks_a_node(
     metadata the admin client had did not list node 3 yet."""
     from kafka.errors import TopicAuthorizationFailedError, UnknownBrokerIdError
 
-    from ventas import kafka_local
+    from ventas.lab import kafka_topics
 
     outcomes = [UnknownBrokerIdError(3), None]
 
@@ -129,15 +131,15 @@ def test_topic_creation_asks_again_while_a_new_clusters_metadata_lacks_a_node(
         if error := outcomes.pop(0):
             raise error
 
-    monkeypatch.setattr(kafka_local, "_create_missing_topics", create_once)
-    monkeypatch.setattr(kafka_local.time, "sleep", lambda _: None)
-    quorum = kafka_local.Quorum("id", 3, {})
-    kafka_local.create_topics("127.0.0.1:1", ("t",), 1, quorum)
+    monkeypatch.setattr(kafka_topics, "_create_missing_topics", create_once)
+    monkeypatch.setattr(kafka_topics.time, "sleep", lambda _: None)
+    quorum = kafka_topics.Quorum("id", 3, {})
+    kafka_topics.create_topics("127.0.0.1:1", ("t",), 1, quorum)
     assert outcomes == []  # asked again, then created
 
     outcomes[:] = [TopicAuthorizationFailedError(), None]
     with pytest.raises(TopicAuthorizationFailedError):  # not a matter of time: no second try
-        kafka_local.create_topics("127.0.0.1:1", ("t",), 1, quorum)
+        kafka_topics.create_topics("127.0.0.1:1", ("t",), 1, quorum)
     assert outcomes == [None]
 
 
@@ -166,7 +168,7 @@ def test_broker_that_cannot_start_names_its_log(tmp_path: Path) -> None:
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:
-    from ventas.kafka_local import new_cluster_id
+    from ventas.lab.kafka_broker import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(5000)]  # about 78 would start with '-' if unchecked
     assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
@@ -174,7 +176,8 @@ def test_cluster_ids_never_look_like_an_option() -> None:
 
 def test_a_three_node_cluster_starts_reports_each_node_and_stops(tmp_path: Path) -> None:
     from ventas.jars import ensure_kafka_libs
-    from ventas.kafka_local import free_ports, partition_states
+    from ventas.lab.kafka_topics import partition_states
+    from ventas.lab.ports import free_ports
 
     port, data_dir = free_ports(3), tmp_path / "cluster"
     where = ["--port", str(port), "--data-dir", str(data_dir)]

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from tests.helpers import local_script
-from ventas import postgres_local
-from ventas.daemons import process_tree, start_time
-from ventas.kafka_local import free_port
-from ventas.postgres_local import LocalPostgres
+from ventas.lab import postgres_local
+from ventas.lab.daemons import process_tree, start_time
+from ventas.lab.ports import free_port
+from ventas.lab.postgres_local import LocalPostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("postgres_bindir")]
 

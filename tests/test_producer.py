@@ -17,9 +17,9 @@ import pytest
 
 from tests.helpers import read_topic, run_producer, summary_totals, wait_for_records
 from ventas.config import any_reachable
-from ventas.kafka_local import free_port
+from ventas.lab.ports import free_port
+from ventas.lab.processes import ROOT, pipeline_env
 from ventas.orders import OrderGenerator
-from ventas.processes import ROOT, pipeline_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""bench/progress_breakdown.py: where a query's batch time goes, read from Spark's event log."""
+"""bench.progress_breakdown: where a query's batch time goes, read from Spark's event log."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ import pytest
 
 from bench.progress_breakdown import PROGRESS_EVENT, breakdown, markdown, progresses
 from tests.helpers import consumer_args, run_consumer, run_producer
-from ventas.processes import ROOT
+from ventas.lab.processes import pipeline_env
 
-BREAKDOWN = [sys.executable, str(ROOT / "bench" / "progress_breakdown.py")]
+
+def run_breakdown(*event_logs: str) -> subprocess.CompletedProcess:
+    """`python -m bench.progress_breakdown` with the repository on PYTHONPATH, from any directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.progress_breakdown", *event_logs],
+        capture_output=True,
+        text=True,
+        env=pipeline_env(),
+    )
 
 
 def progress_line(name: str, records: int, duration_ms: dict, commit_ms: list[int] = ()) -> str:
@@ -53,9 +61,9 @@ def test_an_unreadable_or_compressed_log_is_one_line(tmp_path: Path) -> None:
         (tmp_path / "absent", "cannot read"),
         (compressed, "is not a plain-text event log: run with spark.eventLog.compress=false"),
     ]:
-        result = subprocess.run([*BREAKDOWN, str(path)], capture_output=True, text=True)
+        result = run_breakdown(str(path))
         assert result.returncode == 1 and result.stdout == ""
-        assert result.stderr.startswith("bench/progress_breakdown.py: error: ") and message in result.stderr
+        assert result.stderr.startswith("bench.progress_breakdown: error: ") and message in result.stderr
         assert len(result.stderr.splitlines()) == 1
 
 
@@ -73,7 +81,7 @@ def test_the_consumers_event_log_gives_its_batches_phases(kafka_bootstrap: str, 
     consumer = run_consumer(*args, spark_options=options)
     assert consumer.returncode == 0, consumer.stderr[-3000:]
     logs = [str(path) for path in events.iterdir()]  # Spark 4: one rolling log directory; 3.5: one file
-    result = subprocess.run([*BREAKDOWN, *logs], capture_output=True, text=True)
+    result = run_breakdown(*logs)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("query `sales`: 300 records in ") and " batches, " in lines[0]

@@ -25,9 +25,10 @@ from tests.helpers import (
     summary_totals,
     wait_for_table,
 )
-from ventas.kafka_local import LocalBroker, free_port
-from ventas.processes import ROOT, pipeline_env, spark_submit_command, stop
-from ventas.secure_broker import LISTENERS, STRANGER, WRITER, make_ca
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
+from ventas.lab.processes import ROOT, pipeline_env, spark_submit_command, stop
+from ventas.lab.secure_broker import LISTENERS, STRANGER, WRITER, make_ca
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ventas.config import UserError
-from ventas.secure_broker import make_ca
+from ventas.lab.secure_broker import make_ca
 from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS, KafkaSecurity, load_security
 
 SCRAM = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "ventas", 's3cr"et', "/etc/ssl/ca.pem")

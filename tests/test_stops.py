@@ -42,10 +42,11 @@ from tests.helpers import (
     wait_for_table,
     where_it_hangs,
 )
-from ventas.daemons import process_tree
 from ventas.dashboard import url
-from ventas.kafka_local import LocalBroker, distinct_free_ports, free_port
-from ventas.processes import ROOT, pipeline_env, signal_group, stop
+from ventas.lab.daemons import process_tree
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import distinct_free_ports, free_port
+from ventas.lab.processes import ROOT, pipeline_env, signal_group, stop
 
 pytestmark = pytest.mark.integration
 
@@ -238,11 +239,14 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
             said = out.read_text().splitlines()
             # The demo's own lines come first (no make echo, no Ivy report): the broker, then the dashboard.
             assert said[0].startswith("demo: Kafka broker at "), said[:5]
-            assert said[1] == f"demo: dashboard at {dashboard} (live totals, in a browser)"
+            page = f"demo: dashboard at {dashboard} (live totals, in a browser)"
+            assert said[1] == f"{page}; Prometheus metrics at {dashboard}metrics"
             assert said[2] == f"demo: totals database {database}"
             assert not any(":: resolving dependencies ::" in line for line in said)
             with urllib.request.urlopen(dashboard + "data.json", timeout=10) as page:
                 assert json.load(page)["products"], "the dashboard shows no totals"
+            with urllib.request.urlopen(dashboard + "metrics", timeout=10) as metrics:
+                assert b"\nventas_orders_total " in metrics.read(), "no orders counted in the metrics"
             if run == 0:  # a second demo meanwhile, in another terminal: the broker is up, the checkpoint taken
                 second = subprocess.run(
                     ["make", "--no-print-directory", "demo"],
@@ -258,7 +262,7 @@ def test_make_demo_stopped_and_started_again_continues_the_totals(tmp_path: Path
                 assert "is in use by consumer pid" in said and "demo: error: the consumer exited with code 1" in said
             time.sleep(random.uniform(1, 4))
             tree = process_tree(terminal.process.pid)
-            assert len(tree) >= 7, tree  # bash, make, demo.py, broker, producer, spark-submit's JVM, driver
+            assert len(tree) >= 7, tree  # bash, make, the demo, broker, producer, spark-submit's JVM, driver
             if how == "Ctrl-C":
                 terminal.ctrl_c()
             elif how == "terminal closed":

@@ -30,9 +30,9 @@ from tests.helpers import (
     wait_for_records,
     wait_for_table,
 )
-from ventas.kafka_local import free_port
-from ventas.postgres_local import LocalPostgres
-from ventas.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
+from ventas.lab.ports import free_port
+from ventas.lab.postgres_local import LocalPostgres
+from ventas.lab.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
 
 pytestmark = pytest.mark.integration
 

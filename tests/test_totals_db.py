@@ -145,7 +145,7 @@ def test_a_bad_totals_db_is_a_usage_error(target: str, message: str) -> None:
 
 
 def test_an_unreachable_postgresql_is_one_line() -> None:
-    from ventas.kafka_local import free_port
+    from ventas.lab.ports import free_port
 
     with pytest.raises(TotalsDbError) as error:
         TotalsDb.open(f"postgresql://ventas@127.0.0.1:{free_port()}/ventas")

@@ -1,1 +1,2 @@
-"""Helpers shared by producer.py, consumer.py and scripts/ (configuration, local broker, jars)."""
+"""What producer.py and consumer.py run: configuration, orders, the table, security, checkpoints, the
+dashboard, the totals database and the Spark Kafka connector's jars. ventas.lab: the local servers."""

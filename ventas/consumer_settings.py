@@ -17,6 +17,7 @@ from ventas.config import (
     UserError,
     add_kafka_arguments,
     env,
+    non_negative_float,
     positive_int,
     true_or_false,
 )
@@ -44,6 +45,7 @@ class ConsumerSettings:
     fail_on_data_loss: bool
     dashboard_port: int
     dashboard_host: str
+    stalled_after: float
     security: KafkaSecurity
 
 
@@ -112,6 +114,13 @@ def build_parser() -> Parser:
         "(env FAIL_ON_DATA_LOSS; default %(default)s)",
     )
     add_dashboard_arguments(parser)
+    parser.add_argument(
+        "--stalled-after",
+        type=non_negative_float,
+        default=env("STALLED_AFTER", "60"),
+        help="seconds without progress from the query, or behind Kafka's latest offsets without a committed "
+        "batch, after which /healthz answers 503 and the stalled alert fires (env STALLED_AFTER; default %(default)s)",
+    )
     return parser
 
 

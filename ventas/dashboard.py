@@ -9,7 +9,8 @@ The consumer's sinks and query listener write a `DashboardState`; a stdlib HTTP 
 threads reads it. The page (ventas/static/: HTML, CSS and a small script, no library, nothing from
 a CDN) gets the state as JSON through server-sent events, one event after every change. Product
 names travel as JSON strings and are shown as text, never as markup; money travels as exact decimal
-strings. The server answers GET and HEAD for four fixed paths and takes no input.
+strings. The server answers GET and HEAD for fixed paths (the page's, and the /metrics and /healthz of
+ventas/metrics.py) and takes no input.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import logging
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from http import HTTPStatus
@@ -31,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ventas.config import env
-from ventas.signals import say
+from ventas.monitoring import Monitoring, partitions_behind
+from ventas.signals import print_status
 from ventas.table import sorted_totals
+from ventas.totals_db import StoredTotals
 
 log = logging.getLogger("dashboard")
 
@@ -58,6 +63,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+# More paths the server answers (/metrics, /healthz): each gives a status, a body and its content type.
+Route = Callable[[], tuple[HTTPStatus, bytes, str]]
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +140,7 @@ class DashboardState:
         self._changed = threading.Condition()
         self._version = 0
         self._closed = False
+        self._monitoring = Monitoring(started_at=time.time())
         self._view: dict[str, Any] = {
             "topic": topic,
             "batch": None,
@@ -150,34 +158,71 @@ class DashboardState:
             self._version += 1
             self._changed.notify_all()
 
-    def show_totals(
-        self, batch_id: int, totals: Mapping[str, Decimal], orders: int, rejected: int, batch_time: str | None = None
-    ) -> None:
-        """A totals table, as printed after micro-batch `batch_id` (or stored in the totals database), with
-        the valid orders and rejected records counted with it: one event for the page."""
+    def show_totals(self, stored: StoredTotals, newest_record_at: datetime | None = None) -> None:
+        """The totals as committed after a micro-batch (or stored in the totals database at start), with
+        the valid orders and rejected records counted with them: one event for the page.
+        `newest_record_at`: the newest Kafka timestamp in that batch."""
         # Milliseconds at most: not every browser's Date reads Python's microseconds.
-        when = datetime.fromisoformat(batch_time) if batch_time else datetime.now(UTC)
+        when = datetime.fromisoformat(stored.committed_at) if stored.committed_at else datetime.now(UTC)
+        with self._changed:
+            watched = self._monitoring
+            watched.orders, watched.rejected, watched.totals = stored.orders, dict(stored.rejected), dict(stored.totals)
+            watched.batch_id, watched.committed_at = stored.batch_id, when.timestamp()
+            if newest_record_at:
+                watched.lag_s = max(0.0, (when - newest_record_at).total_seconds())
         self._update(
-            batch=batch_id,
+            batch=stored.batch_id,
             batch_time=when.isoformat(timespec="milliseconds"),
-            products=products_view(totals),
-            grand_total=f"{sum(totals.values(), Decimal('0.00')):f}",
-            orders=orders,
-            rejected=rejected,
+            products=products_view(stored.totals),
+            grand_total=f"{sum(stored.totals.values(), Decimal('0.00')):f}",
+            orders=stored.orders,
+            rejected=stored.rejected_total,
         )
 
     def show_progress(self, progress: Mapping[str, Any]) -> None:
-        """A progress report of the totals query."""
-        self._update(stream=stream_view(progress))
+        """A progress report of the totals query, after a micro-batch."""
+        view = stream_view(progress)
+        seconds = progress.get("durationMs", {}).get("triggerExecution", 0) / 1000
+        with self._changed:
+            watched = self._monitoring
+            watched.progress_at = time.time()
+            watched.behind = partitions_behind(progress) or watched.behind
+            watched.input_rows_per_s, watched.processed_rows_per_s = (
+                view["input_rows_per_s"],
+                view["processed_rows_per_s"],
+            )
+            watched.add_batch_seconds(seconds)
+        self._update(stream=view)
 
     def show_idle(self) -> None:
         """The totals query found nothing new to read: nothing arrives, nothing is behind."""
         with self._changed:
             stream = dict(self._view["stream"] or {})
+            watched = self._monitoring
+            watched.progress_at = time.time()
+            watched.behind = dict.fromkeys(watched.behind, 0)
+            watched.input_rows_per_s = watched.processed_rows_per_s = 0.0
         stream.update(
             rows=0, input_rows_per_s=0.0, processed_rows_per_s=0.0, offsets_behind={"avg": 0, "max": 0, "min": 0}
         )
         self._update(stream={**stream, "at": _now()})
+
+    def show_failure(self, reason: str) -> None:
+        """The query failed, for this reason (one line)."""
+        with self._changed:
+            self._monitoring.failure = reason
+
+    def monitoring(self) -> Monitoring:
+        """A copy of what /metrics and /healthz read."""
+        with self._changed:
+            watched = self._monitoring
+            return replace(
+                watched,
+                rejected=dict(watched.rejected),
+                totals=dict(watched.totals),
+                behind=dict(watched.behind),
+                batch_seconds_counts=list(watched.batch_seconds_counts),
+            )
 
     def snapshot(self) -> tuple[int, str]:
         """The current version and the page's data as JSON."""
@@ -223,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == EVENT_STREAM and body:
             self._stream_events()
+        elif path in self.server.routes:
+            self._send(*self.server.routes[path](), body)
         elif path == "/data.json":
             self._send(HTTPStatus.OK, self.server.state.snapshot()[1].encode(), "application/json", body)
         elif path in FILES:
@@ -280,9 +327,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # an open event stream never keeps the consumer from exiting
 
-    def __init__(self, state: DashboardState, host: str, port: int) -> None:
+    def __init__(self, state: DashboardState, host: str, port: int, routes: Mapping[str, Route]) -> None:
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.state = state
+        self.routes = routes
         super().__init__((host, port), _Handler)
         self.loopback_only = _is_loopback(self.server_address[0])
 
@@ -299,24 +347,26 @@ def _is_loopback(address: str) -> bool:
 
 
 @contextlib.contextmanager
-def serving(state: DashboardState, host: str, port: int) -> Iterator[str | None]:
-    """Serve the page while the block runs; yields its address, or None when port is 0 or the address
+def serving(
+    state: DashboardState, host: str, port: int, routes: Mapping[str, Route] | None = None
+) -> Iterator[str | None]:
+    """Serve the page, and `routes`, while the block runs; yields its address, or None when port is 0 or the address
     cannot be used. A dashboard that cannot start is one line on stderr, never a reason to stop the
     consumer: the totals matter more than the page."""
     if port == 0:
         yield None
         return
     try:
-        server = _Server(state, host, port)
+        server = _Server(state, host, port, routes or {})
     except OSError as error:
         reason = error.strerror or str(error)
-        say(f"consumer: dashboard not started: cannot listen on {host}:{port}: {reason} (--dashboard-port)")
+        print_status(f"consumer: dashboard not started: cannot listen on {host}:{port}: {reason} (--dashboard-port)")
         yield None
         return
     thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
     thread.start()
     address = url(host, server.server_address[1])
-    say(f"consumer: dashboard at {address}")
+    print_status(f"consumer: dashboard at {address}")
     try:
         yield address
     finally:

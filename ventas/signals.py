@@ -51,7 +51,7 @@ class StopRequest:
             signal.signal(signum, lambda *_: self.receive())
 
 
-def say(message: str) -> None:
+def print_status(message: str) -> None:
     """A status line on stderr that never fails: after SIGHUP the terminal may be gone."""
     with contextlib.suppress(OSError):
         print(message, file=sys.stderr, flush=True)

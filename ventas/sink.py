@@ -9,7 +9,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
 from ventas.dashboard import DashboardState
-from ventas.signals import StopRequest, say
+from ventas.signals import StopRequest, print_status
 from ventas.spark_workarounds import BatchCutShort, short_error_on_stop
 from ventas.table import format_batch
 from ventas.totals_db import NO_BATCH, BatchCounts, StoredTotals, TotalsDb, TotalsDbError
@@ -59,7 +59,8 @@ class TotalsSink:
         print(format_batch(batch_id, stored.totals), flush=True)
         if counts.rejected:
             self._print_rejects(batch_id, counts, stored)
-        show_on(self.dashboard, stored)
+        if self.dashboard:
+            self.dashboard.show_totals(stored, counts.newest_record_at)
         self.last_batch = batch_id
 
     def _print_rejects(self, batch_id: int, counts: BatchCounts, stored: StoredTotals) -> None:
@@ -74,7 +75,7 @@ class TotalsSink:
             return
         stored = self.db.claim(str(query.id), location, legacy.counts if legacy else None)
         if legacy:
-            say(
+            print_status(
                 f"consumer: imported the totals of batch {legacy.batch_id} from {location}/{LEGACY_QUERY} (Spark's "
                 f"state store, where earlier versions kept them) into {self.db.display}"
             )
@@ -82,10 +83,6 @@ class TotalsSink:
         self.claimed.set()
         if stored.batch_id > NO_BATCH or stored.orders or stored.rejected:
             print(format_batch(max(stored.batch_id, 0), stored.totals), flush=True)
-            show_on(self.dashboard, stored)
+            if self.dashboard:
+                self.dashboard.show_totals(stored)
             self.shown_at_start = True
-
-
-def show_on(dashboard: DashboardState | None, stored: StoredTotals) -> None:
-    if dashboard:
-        dashboard.show_totals(stored.batch_id, stored.totals, stored.orders, stored.rejected_total, stored.committed_at)

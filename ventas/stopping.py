@@ -16,7 +16,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, say
+from ventas.signals import STOP_NOTICE_AFTER_S, StopRequest, print_status
 from ventas.spark_workarounds import cancel_jobs_until_stopped
 
 STOP_GRACE_S = 30.0  # then the batch in progress is abandoned, to be run again on the next start
@@ -77,7 +77,7 @@ def stop_query(spark: SparkSession, query: StreamingQuery) -> None:
         except Py4JJavaError as error:
             timeout = spark.conf.get(STOP_TIMEOUT)
             waited = f"{int(timeout) / 1000:g} s" if timeout.isdigit() else timeout
-            say(f"consumer: query {query.name} did not stop in {waited}: {error.java_exception}")
+            print_status(f"consumer: query {query.name} did not stop in {waited}: {error.java_exception}")
 
     stopping = threading.Thread(target=stop_and_wait, name=f"stop query {query.name}")
     stopping.start()
@@ -98,7 +98,7 @@ def stop_between_batches(spark: SparkSession, query: StreamingQuery, stop: StopR
         and not stop.immediate.wait(0.1)
     ):
         if not noticed and time.monotonic() - started >= STOP_NOTICE_AFTER_S:
-            say(
+            print_status(
                 f"consumer: stopping: waiting for batch {finished + 1} of query {query.name} to finish "
                 f"(at most {STOP_GRACE_S:.0f} s; Ctrl-C again to stop at once)"
             )

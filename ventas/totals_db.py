@@ -51,6 +51,7 @@ class BatchCounts:
     totals: Mapping[str, Decimal] = field(default_factory=dict)
     orders: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)
+    newest_record_at: datetime | None = None  # the newest Kafka timestamp among the batch's records
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ order's product lines are exploded and `cantidad * price` summed per product, ex
 from __future__ import annotations
 
 import functools
+from datetime import UTC
 from decimal import Decimal
 
 from pyspark.sql import Column, DataFrame, Row
@@ -36,8 +37,9 @@ from ventas.totals_db import BatchCounts
 ORDER = "order"
 REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
-# The rows of batch_totals: what each one counts, and how many records it counted.
-KIND, RECORDS = "kind", "records"
+# The rows of batch_totals: what each one counts, how many records it counted, and the newest Kafka
+# timestamp among them.
+KIND, RECORDS, NEWEST_RECORD = "kind", "records", "newest_record"
 PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
 
@@ -77,11 +79,15 @@ def batch_totals(parsed: DataFrame) -> DataFrame:
     """Everything a micro-batch adds to the totals, in one aggregation over one parse: `kind`
     "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
     "orders" row counts valid orders in `records`; a "rejected" row per reason (in `Product`) counts
-    the records rejected for it."""
+    the records rejected for it. Each row has the newest Kafka `timestamp` among its records."""
     return (
         parsed.select(F.inline(_batch_entries()))
         .groupBy(KIND, PRODUCT_COLUMN)
-        .agg(F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN), F.count(F.lit(1)).alias(RECORDS))
+        .agg(
+            F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN),
+            F.count(F.lit(1)).alias(RECORDS),
+            F.max("timestamp").alias(NEWEST_RECORD),
+        )
     )
 
 
@@ -92,10 +98,15 @@ def sales_totals(parsed: DataFrame) -> DataFrame:
 
 def batch_counts(rows: list[Row]) -> BatchCounts:
     """The rows of batch_totals, collected, as what the batch adds to the totals."""
+    # Spark gives a timestamp as a naive datetime in this process's time zone; rows read from an earlier
+    # version's state have none.
+    newest = [row.asDict().get(NEWEST_RECORD) for row in rows]
+    newest_record_at = max((when.astimezone(UTC) for when in newest if when is not None), default=None)
     return BatchCounts(
         {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in rows if row[KIND] == PRODUCT_KIND},
         sum(row[RECORDS] for row in rows if row[KIND] == ORDERS_KIND),
         {row[PRODUCT_COLUMN]: row[RECORDS] for row in rows if row[KIND] == REJECTED_KIND},
+        newest_record_at,
     )
 
 
@@ -161,7 +172,12 @@ def _batch_entries() -> Column:
     no_amount = F.lit(None).cast(total)
 
     def entry(kind: str, key: Column, amount: Column) -> Column:
-        return F.struct(F.lit(kind).alias(KIND), key.alias(PRODUCT_COLUMN), amount.alias(TOTAL_SALES_COLUMN))
+        return F.struct(
+            F.lit(kind).alias(KIND),
+            key.alias(PRODUCT_COLUMN),
+            amount.alias(TOTAL_SALES_COLUMN),
+            F.col("timestamp").alias("timestamp"),
+        )
 
     def line_entry(line: Column) -> Column:
         quantity = F.coalesce(line[CANTIDAD], line[QUANTITY])

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ventas import daemons
 from ventas.config import STATE_HOME, Parser, UserError, env, fail, positive_int
-from ventas.kafka_local import HOST, port_is_free
+from ventas.lab import daemons
+from ventas.lab.ports import HOST, port_is_free
 
 DEFAULT_PORT = 5432
 USER = DATABASE = "ventas"

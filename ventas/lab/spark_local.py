@@ -20,10 +20,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ventas import daemons
 from ventas.config import STATE_HOME, Parser, UserError, env, fail, positive_int
-from ventas.kafka_local import HOST, distinct_free_ports, port_is_free
-from ventas.processes import pipeline_env
+from ventas.lab import daemons
+from ventas.lab.ports import HOST, distinct_free_ports, port_is_free
+from ventas.lab.processes import pipeline_env
 
 DEFAULT_PORT = 7077
 DEFAULT_WEBUI_PORT = 8080

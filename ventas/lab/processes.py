@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ventas.config import UserError
-from ventas.jars import spark_kafka_jars
-
-ROOT = Path(__file__).resolve().parent.parent
+from ventas.jars import ROOT, spark_kafka_jars
 
 
 def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:

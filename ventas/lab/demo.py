@@ -13,17 +13,13 @@ and the consumer submitted to that master. It stops what it started, and only th
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, non_negative_float, positive_int
 from ventas.dashboard import add_dashboard_arguments, url
-from ventas.kafka_local import DEFAULT_PORT, LocalBroker, LocalCluster, default_data_dir
-from ventas.processes import producer_command, spark_submit_command, start, stop_all
-from ventas.signals import StopRequest, say
-from ventas.spark_local import SparkCluster, add_master_arguments, default_state_dir
+from ventas.lab.kafka_broker import DEFAULT_PORT, LocalBroker, default_data_dir
+from ventas.lab.kafka_cluster import LocalCluster
+from ventas.lab.processes import producer_command, spark_submit_command, start, stop_all
+from ventas.lab.spark_local import SparkCluster, add_master_arguments, default_state_dir
+from ventas.signals import StopRequest, print_status
 
 CLUSTER_BROKERS, CLUSTER_PARTITIONS, CLUSTER_WORKERS = 3, 6, 2
 
@@ -76,19 +72,20 @@ def main() -> None:
             server.stop()
         fail(parser.prog, error)
     spark_line = f"; Spark master {spark.url}, web UI {spark.webui}" if spark else ""
-    say(
+    print_status(
         f"demo: {kafka_name} at {kafka.bootstrap} ({'started' if kafka_started else 'already running'}){spark_line}; "
         "Ctrl-C stops everything"
     )
     if args.dashboard_port:
-        say(f"demo: dashboard at {url(args.dashboard_host, args.dashboard_port)} (live totals, in a browser)")
+        page = url(args.dashboard_host, args.dashboard_port)
+        print_status(f"demo: dashboard at {page} (live totals, in a browser); Prometheus metrics at {page}metrics")
     else:
-        say("demo: dashboard off (--dashboard-port 0)")
+        print_status("demo: dashboard off (--dashboard-port 0)")
     # With --cluster, a checkpoint and totals of its own: the single broker's offsets mean nothing on the
     # cluster's topic.
     state = STATE_HOME / "cluster" if args.cluster else STATE_HOME
     totals_db = env("TOTALS_DB", str(state / "totals" / f"{args.topic}.sqlite3"))
-    say(f"demo: totals database {totals_db}")
+    print_status(f"demo: totals database {totals_db}")
     dashboard = ["--dashboard-port", str(args.dashboard_port), "--dashboard-host", args.dashboard_host]
     consumer = ["--bootstrap-servers", kafka.bootstrap, "--topic", args.topic, "--totals-db", totals_db, *dashboard]
     if args.cluster:
@@ -113,7 +110,7 @@ def main() -> None:
         for server, _ in reversed(started):
             server.stop()
         names = ["producer", "consumer", *(name for _, name in reversed(started))]
-        say(f"demo: stopped {', '.join(names[:-1])} and {names[-1]}")
+        print_status(f"demo: stopped {', '.join(names[:-1])} and {names[-1]}")
     if ended:  # it did not wait for Ctrl-C: its own last lines say why
         fail(parser.prog, UserError(", ".join(f"the {name} exited with code {code}" for name, code in ended.items())))
 
