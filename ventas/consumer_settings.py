@@ -117,7 +117,7 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--stalled-after",
         type=non_negative_float,
-        default=env("STALLED_AFTER", "60"),
+        default=env("STALLED_AFTER", "30"),
         help="seconds without progress from the query, or behind Kafka's latest offsets without a committed "
         "batch, after which /healthz answers 503 and the stalled alert fires (env STALLED_AFTER; default %(default)s)",
     )
