@@ -117,7 +117,7 @@ def test_an_idle_query_is_behind_by_nothing() -> None:
             (False, "stalled: no progress since the consumer started for 61 s (more than 60 s)"),
         ),
         (
-            Monitoring(started_at=0, progress_at=50, batch_id=3, committed_at=50),
+            Monitoring(started_at=0, progress_at=50, stored=StoredTotals(batch_id=3), committed_at=50),
             100,
             (True, "ok: batch 3 committed; 0 records behind"),
         ),

@@ -166,8 +166,7 @@ class DashboardState:
         when = datetime.fromisoformat(stored.committed_at) if stored.committed_at else datetime.now(UTC)
         with self._changed:
             watched = self._monitoring
-            watched.orders, watched.rejected, watched.totals = stored.orders, dict(stored.rejected), dict(stored.totals)
-            watched.batch_id, watched.committed_at = stored.batch_id, when.timestamp()
+            watched.stored, watched.committed_at = stored, when.timestamp()
             if newest_record_at:
                 watched.lag_s = max(0.0, (when - newest_record_at).total_seconds())
         self._update(
@@ -218,8 +217,6 @@ class DashboardState:
             watched = self._monitoring
             return replace(
                 watched,
-                rejected=dict(watched.rejected),
-                totals=dict(watched.totals),
                 behind=dict(watched.behind),
                 batch_seconds_counts=list(watched.batch_seconds_counts),
             )

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from ventas.dashboard import DashboardState, Route
 from ventas.monitoring import BATCH_SECONDS_BOUNDS, Monitoring
+from ventas.totals_db import StoredTotals
 
 METRICS_PATH, HEALTH_PATH = "/metrics", "/healthz"
 
@@ -51,9 +52,10 @@ class ConsumerCollector:
 
     def collect(self) -> Iterator[Metric]:
         watched = self.state.monitoring()
-        yield counter("ventas_orders", "Valid orders counted into the totals", watched.orders)
+        stored = watched.stored or StoredTotals()
+        yield counter("ventas_orders", "Valid orders counted into the totals", stored.orders)
         rejected = CounterMetricFamily("ventas_rejected_records", "Records rejected, by reason", labels=["reason"])
-        for reason, records in sorted(watched.rejected.items()):
+        for reason, records in sorted(stored.rejected.items()):
             rejected.add_metric([reason], records)
         yield rejected
         sales = GaugeMetricFamily(
@@ -61,7 +63,7 @@ class ConsumerCollector:
             "Total sales per product (sum of cantidad * price; exact in the database)",
             labels=["product"],
         )
-        for product, total in sorted(watched.totals.items()):
+        for product, total in sorted(stored.totals.items()):
             sales.add_metric([product], float(total))
         yield sales
         yield gauge("ventas_last_batch_id", "Id of the last micro-batch counted", watched.batch_id)

@@ -7,8 +7,9 @@ import json
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
+
+from ventas.totals_db import StoredTotals
 
 BATCH_SECONDS_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)  # the batch duration histogram's buckets
 
@@ -19,10 +20,7 @@ class Monitoring:
     seconds. Counts are the totals database's, since the checkpoint's first batch."""
 
     started_at: float
-    orders: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason
-    totals: dict[str, Decimal] = field(default_factory=dict)
-    batch_id: int | None = None
+    stored: StoredTotals | None = None  # as committed after the last batch (or found at start)
     committed_at: float | None = None
     lag_s: float | None = None  # the last batch's commit after the newest Kafka timestamp in it
     progress_at: float | None = None  # the query's last progress report, idle ones included
@@ -32,6 +30,10 @@ class Monitoring:
     batch_seconds_counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SECONDS_BOUNDS) + 1))
     batch_seconds_sum: float = 0.0
     failure: str | None = None
+
+    @property
+    def batch_id(self) -> int | None:
+        return self.stored.batch_id if self.stored else None
 
     def add_batch_seconds(self, seconds: float) -> None:
         self.batch_seconds_counts[bisect_left(BATCH_SECONDS_BOUNDS, seconds)] += 1

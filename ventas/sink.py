@@ -50,7 +50,7 @@ class TotalsSink:
                 rejects.json(f"{self.rejected_path}/batch_id={batch_id}")  # a batch run again rewrites its own
         while not self.claimed.wait(0.1):  # the query may start its first batch before run() claims the database
             if self.stop.requested.is_set() or self.refused.is_set():
-                raise BatchCutShort(f"batch {batch_id} was cut short by a stop; it runs again on the next start")
+                raise BatchCutShort(batch_id)
         try:
             stored, _ = self.db.commit(self.checkpoint_id, batch_id, counts)
         except TotalsDbError as error:

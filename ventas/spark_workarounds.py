@@ -88,6 +88,9 @@ class BatchCutShort(Exception):
     tests/test_stops.py::test_a_second_signal_during_a_long_batch_stops_the_consumer_at_once fails
     without it."""
 
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(f"batch {batch_id} was cut short by a stop; it runs again on the next start")
+
 
 @contextlib.contextmanager
 def short_error_on_stop(stop: StopRequest, batch_id: int) -> Iterator[None]:
@@ -99,7 +102,7 @@ def short_error_on_stop(stop: StopRequest, batch_id: int) -> Iterator[None]:
     except Py4JJavaError:
         if not stop.requested.is_set():
             raise
-        raise BatchCutShort(f"batch {batch_id} was cut short by a stop; it runs again on the next start") from None
+        raise BatchCutShort(batch_id) from None
 
 
 # -------------------------------------------------------------------- a job started after the cancel
