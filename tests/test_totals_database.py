@@ -67,6 +67,8 @@ def test_the_database_holds_the_printed_table_and_a_restart_prints_it_at_once(
         assert "Batch: 0\n" in out.read_text()
     finally:
         assert stop(consumer, signal.SIGTERM) == 0
+    # Stopped before a batch of its own: it says where the totals stand, as a stop after a batch does.
+    assert out.read_text().splitlines()[-1] == "consumer: stopped after batch 0", out.read_text()[-3000:]
 
 
 def test_a_kill_between_the_databases_commit_and_sparks_counts_nothing_twice(

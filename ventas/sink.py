@@ -38,7 +38,7 @@ class TotalsSink:
         self.checkpoint_id: str | None = None  # set once the database is claimed for the query's checkpoint
         self.claimed, self.refused = threading.Event(), threading.Event()
         self.shown_at_start = False
-        self.last_batch: int | None = None
+        self.last_batch: int | None = None  # of the last table printed
         self.failure: str | None = None  # what failed the query, in one line, when it was the database
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -86,3 +86,5 @@ class TotalsSink:
             if self.dashboard:
                 self.dashboard.show_totals(stored)
             self.shown_at_start = True
+            # A stop before this run's first batch says where the totals stand, as after any batch.
+            self.last_batch = stored.batch_id if stored.batch_id > NO_BATCH else None
