@@ -3,7 +3,6 @@ for kafka-python and Spark, and never shown."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -202,8 +201,28 @@ def test_spark_gets_the_client_certificate_and_key_as_a_pem_keystore(tmp_path: P
     assert options["kafka.ssl.keystore.type"] == "PEM"
     assert options["kafka.ssl.keystore.certificate.chain"] == cert.read_text()
     assert options["kafka.ssl.keystore.key"].strip() == key.read_text().strip()
-    assert re.search(REDACTED_SPARK_OPTIONS, "kafka.ssl.keystore.key")  # Spark looks for a match in the key
-    assert not re.search(REDACTED_SPARK_OPTIONS, "kafka.ssl.keystore.certificate.chain")
+
+
+def test_spark_hides_the_secret_options_and_shows_the_others_whatever_their_text(spark) -> None:
+    """Spark hides an option whose key or value holds a match (and one of its own spark.redaction.regex):
+    a certificate chain's base64 spells "url" by chance."""
+    chain = "-----BEGIN CERTIFICATE-----\nMIIBurlJaasURL\n-----END CERTIFICATE-----\n"
+    options = {
+        **SCRAM.spark_options(),
+        "kafka.ssl.keystore.certificate.chain": chain,
+        "kafka.ssl.keystore.key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        "subscribe": "url-clicks",
+    }
+    spark.conf.set("spark.sql.redaction.options.regex", REDACTED_SPARK_OPTIONS)
+    try:
+        stream = spark.readStream.format("rate").options(**options).load()
+        plan = spark._jvm.PythonSQLUtils.explainString(stream._jdf.queryExecution(), "extended")
+    finally:
+        spark.conf.unset("spark.sql.redaction.options.regex")
+    secrets = ("kafka.sasl.jaas.config", "kafka.ssl.keystore.key")
+    for name, value in options.items():
+        assert (f"{name}=*********(redacted)" if name in secrets else f"{name}={value}") in plan
+    assert "s3cr" not in plan and "PRIVATE KEY" not in plan
 
 
 def test_keys_spark_cannot_read_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

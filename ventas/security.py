@@ -56,8 +56,10 @@ LOGIN_MODULES = {
     "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
 }
 # Source options that carry a secret (the JAAS password, the client's private key), hidden by Spark in
-# plans and its UI (spark.sql.redaction.options.regex; `url` is Spark's own default).
-REDACTED_SPARK_OPTIONS = r"(?i)url|jaas|password|ssl\.keystore\.key"
+# plans and its UI (spark.sql.redaction.options.regex; `url` is Spark's own default). Spark hides an
+# option when the regex is found in its key or in its value, so it must match a whole one-line text:
+# unanchored, "url" inside a certificate chain's base64 (about 1 certificate in 30) hid the whole chain.
+REDACTED_SPARK_OPTIONS = r"(?i)^(?:url|.*(?:jaas|password).*|kafka\.ssl\.keystore\.key)$"
 # The same secrets wherever Spark prints them unnamed (spark.sql.redaction.string.regex): Spark 3.5's
 # explain shows the Kafka source's options a second time, unredacted, in its v1 fallback relation.
 # Java's regex engine recurses once per repetition of a group, so the only repeated group here (an
