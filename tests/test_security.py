@@ -203,8 +203,10 @@ def test_spark_gets_the_client_certificate_and_key_as_a_pem_keystore(tmp_path: P
     assert options["kafka.ssl.keystore.key"].strip() == key.read_text().strip()
 
 
-def test_spark_hides_the_secret_options_and_shows_the_others_whatever_their_text(spark) -> None:
-    """Spark hides an option whose key or value holds a match (and one of its own spark.redaction.regex):
+def test_spark_hides_the_secret_options_and_shows_the_others_whatever_their_text(
+    spark, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spark hides an option whose key or value holds a match (of its own spark.redaction.regex too):
     a certificate chain's base64 spells "url" by chance."""
     chain = "-----BEGIN CERTIFICATE-----\nMIIBurlJaasURL\n-----END CERTIFICATE-----\n"
     options = {
@@ -215,10 +217,10 @@ def test_spark_hides_the_secret_options_and_shows_the_others_whatever_their_text
     }
     spark.conf.set("spark.sql.redaction.options.regex", REDACTED_SPARK_OPTIONS)
     try:
-        stream = spark.readStream.format("rate").options(**options).load()
-        plan = spark._jvm.PythonSQLUtils.explainString(stream._jdf.queryExecution(), "extended")
+        spark.readStream.format("rate").options(**options).load().explain(extended=True)
     finally:
         spark.conf.unset("spark.sql.redaction.options.regex")
+    plan = capsys.readouterr().out
     secrets = ("kafka.sasl.jaas.config", "kafka.ssl.keystore.key")
     for name, value in options.items():
         assert (f"{name}=*********(redacted)" if name in secrets else f"{name}={value}") in plan
