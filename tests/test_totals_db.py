@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from ventas.config import EXIT_USAGE
-from ventas.totals_db import BatchCounts, TotalsDb, TotalsDbError
+from ventas.sale_windows import WindowSettings
+from ventas.totals_db import BatchCounts, StoredWindow, TotalsDb, TotalsDbError, WindowCounts, add_money
 
 LARGEST = Decimal("2" + "4" * 35 + ".99")  # four of them still fit numeric(38,2)
 FOUR_TIMES_LARGEST = Decimal("9" + "7" * 34 + "9.96")  # written out: Decimal multiplies to 28 digits
@@ -151,3 +153,80 @@ def test_an_unreachable_postgresql_is_one_line() -> None:
         TotalsDb.open(f"postgresql://ventas@127.0.0.1:{free_port()}/ventas")
     assert str(error.value).startswith("the totals database postgresql://ventas@127.0.0.1:")
     assert " is unreachable: " in str(error.value) and "\n" not in str(error.value)
+
+
+MINUTE = WindowSettings(length_s=60, allowed_lateness_s=120, retention_s=3600)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def windowed(orders_at: dict[str, tuple[int, int, dict[str, str]]], undated: int = 0) -> BatchCounts:
+    windows = {
+        at(start): WindowCounts(n, late, {p: Decimal(t) for p, t in sales.items()})
+        for start, (n, late, sales) in orders_at.items()
+    }
+    totals = {}
+    for window in windows.values():
+        totals = add_money(totals, window.totals)
+    newest = max(windows) + timedelta(seconds=59) if windows else None
+    return BatchCounts(totals, sum(w.orders for w in windows.values()) + undated, {}, None, windows, undated, newest)
+
+
+def test_windows_are_added_to_in_the_batchs_transaction_once(db: TotalsDb) -> None:
+    db.use_windows(MINUTE)
+    db.claim("q1", "/cp")
+    db.commit("q1", 0, windowed({"2025-05-12T15:33:00": (2, 0, {"Laptop": "2000.00", "Mouse": "0.10"})}, undated=1))
+    second = windowed({"2025-05-12T15:33:00": (1, 1, {"Mouse": "0.20"}), "2025-05-12T15:34:00": (1, 0, {})})
+    db.commit("q1", 1, second)
+    stored, replayed = db.commit("q1", 1, second)
+
+    assert replayed and (stored.late, stored.undated) == (1, 1)
+    assert stored.newest_sale_at == at("2025-05-12T15:34:59")
+    assert stored.totals == {"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.30")}
+    assert db.windows_since(at("2025-05-12T15:00:00")) == [
+        StoredWindow(
+            at("2025-05-12T15:33:00"), WindowCounts(3, 1, {"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.30")})
+        ),
+        StoredWindow(at("2025-05-12T15:34:00"), WindowCounts(1, 0, {})),
+    ]
+    assert [w.start for w in db.last_windows(1)] == [at("2025-05-12T15:34:00")]
+    assert db.windows_since(at("2025-05-12T15:34:00")) == db.last_windows(1)
+
+
+def test_windows_older_than_the_retention_are_pruned(db: TotalsDb) -> None:
+    db.use_windows(MINUTE)
+    db.claim("q1", "/cp")
+    db.commit("q1", 0, windowed({"2025-05-12T14:00:00": (1, 0, {"Laptop": "1.00"})}))
+    db.commit("q1", 1, windowed({"2025-05-12T15:00:00": (1, 0, {"Laptop": "1.00"})}))
+    assert [w.start for w in db.last_windows(10)] == [at("2025-05-12T14:00:00"), at("2025-05-12T15:00:00")]
+    db.commit("q1", 2, windowed({"2025-05-12T15:01:00": (1, 0, {"Laptop": "1.00"})}))
+    assert [w.start for w in db.last_windows(10)] == [at("2025-05-12T15:00:00"), at("2025-05-12T15:01:00")]
+    assert db.read().totals == {"Laptop": Decimal("3.00")}  # the product totals keep everything
+
+
+def test_the_window_length_is_fixed_per_database(target: str) -> None:
+    with contextlib.closing(TotalsDb.open(target)) as first:
+        assert first.window_length() is None
+        first.use_windows(MINUTE)
+    with contextlib.closing(TotalsDb.open(target)) as again:
+        again.use_windows(MINUTE)
+        assert again.window_length() == 60
+        for other, named in ((300, "5 minutes"), (0, "no window")):
+            with pytest.raises(TotalsDbError, match=f"per 1 minute window, not per {named}") as refused:
+                again.use_windows(WindowSettings(other, 120, 3600))
+            assert "--window '1 minute'" in str(refused.value) and "\n" not in str(refused.value)
+            assert refused.value.exit_code == EXIT_USAGE
+
+
+def test_a_claim_starts_the_windows_over(db: TotalsDb) -> None:
+    db.use_windows(MINUTE)
+    db.claim("q1", "/cp")
+    db.commit("q1", 0, windowed({"2025-05-12T15:33:00": (1, 1, {"Laptop": "1.00"})}, undated=1))
+    with contextlib.closing(TotalsDb.open(db.display)) as reopened:
+        reopened._connection().execute("DELETE FROM stream_progress")  # unclaimed, as after a recount
+        reopened.use_windows(MINUTE)
+        claimed = reopened.claim("q2", "/cp2")
+        assert (claimed.late, claimed.undated, claimed.newest_sale_at) == (0, 0, None)
+        assert reopened.last_windows(10) == []

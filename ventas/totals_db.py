@@ -1,13 +1,17 @@
 """The running totals in a database, counted exactly once per micro-batch.
 
-Three tables, the same in SQLite (the embedded default, one file) and PostgreSQL (`--totals-db
+The same tables in SQLite (the embedded default, one file) and PostgreSQL (`--totals-db
 postgresql://...`, through psycopg 3):
 
 - `product_totals(product, total_sales)`: the table the console prints;
 - `rejected_counts(reason, records)`: records set aside, by reason;
 - `stream_progress`: one row: the checkpoint the totals belong to (the Spark query id in its
   `metadata` file, and its location), the last micro-batch counted, the valid orders counted and
-  when that batch was committed.
+  when that batch was committed;
+- sales over time (ventas/sale_windows.py): `window_sales(window_start, product, total_sales)` and
+  `window_orders(window_start, orders, late_orders)` per window of `sale_date`, and one row of
+  `sales_over_time`: the window length (fixed per database), the newest sale_date counted, and the
+  late and undated orders since the first batch.
 
 Each micro-batch adds its sums and counts and records its batch id in one transaction. A batch that
 Spark runs again after a crash (its id already recorded) changes nothing, so a stop or a kill at any
@@ -24,13 +28,14 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ventas.config import EXIT_USAGE, UserError
+from ventas.sale_windows import WindowSettings, describe, window_start
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 # Sums of decimal(38,2) values: exact, or an error; never rounded to Decimal's default 28 digits.
@@ -45,13 +50,34 @@ class TotalsDbError(UserError):
 
 
 @dataclass(frozen=True)
+class WindowCounts:
+    """A window's orders, the late ones among them, and its sales per product."""
+
+    orders: int = 0
+    late: int = 0
+    totals: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def plus(self, other: WindowCounts) -> WindowCounts:
+        return WindowCounts(self.orders + other.orders, self.late + other.late, add_money(self.totals, other.totals))
+
+
+@dataclass(frozen=True)
 class BatchCounts:
-    """What one micro-batch adds: sales per product, valid orders, rejected records per reason."""
+    """What one micro-batch adds: sales per product, valid orders, rejected records per reason, and,
+    with windows, each window's counts by its start, the orders without a usable sale_date and the
+    newest sale_date."""
 
     totals: Mapping[str, Decimal] = field(default_factory=dict)
     orders: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)
     newest_record_at: datetime | None = None  # the newest Kafka timestamp among the batch's records
+    windows: Mapping[datetime, WindowCounts] = field(default_factory=dict)
+    undated: int = 0
+    newest_sale_at: datetime | None = None
+
+    @property
+    def late(self) -> int:
+        return sum(window.late for window in self.windows.values())
 
 
 @dataclass(frozen=True)
@@ -65,31 +91,51 @@ class StoredTotals:
     orders: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)
     committed_at: str | None = None
+    late: int = 0  # orders more than --allowed-lateness behind the newest sale_date of the batches before
+    undated: int = 0  # orders without a usable sale_date
+    newest_sale_at: datetime | None = None
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
 
     def plus(self, batch_id: int, counts: BatchCounts, committed_at: str) -> StoredTotals:
-        totals = dict(self.totals)
-        for product, amount in counts.totals.items():
-            try:
-                with decimal.localcontext(MONEY_CONTEXT):
-                    totals[product] = (totals.get(product, Decimal("0.00")) + amount).quantize(CENTS)
-            except decimal.DecimalException:
-                raise TotalsDbError(f"the total of {product!r} would exceed 38 digits") from None
         rejected = dict(self.rejected)
         for reason, records in counts.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + records
+        newest = [at for at in (self.newest_sale_at, counts.newest_sale_at) if at is not None]
         return StoredTotals(
             self.checkpoint_id,
             self.checkpoint_location,
             batch_id,
-            totals,
+            add_money(self.totals, counts.totals),
             self.orders + counts.orders,
             rejected,
             committed_at,
+            self.late + counts.late,
+            self.undated + counts.undated,
+            max(newest, default=None),
         )
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    """A window of sale_date as the database holds it, by its start (UTC)."""
+
+    start: datetime
+    counts: WindowCounts
+
+
+def add_money(totals: Mapping[str, Decimal], more: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Sums per key, exact to the cent, or TotalsDbError past decimal(38,2)."""
+    added = dict(totals)
+    for key, amount in more.items():
+        try:
+            with decimal.localcontext(MONEY_CONTEXT):
+                added[key] = (added.get(key, Decimal("0.00")) + amount).quantize(CENTS)
+        except decimal.DecimalException:
+            raise TotalsDbError(f"the total of {key!r} would exceed 38 digits") from None
+    return added
 
 
 class TotalsDb(abc.ABC):
@@ -101,12 +147,14 @@ class TotalsDb(abc.ABC):
     time_type = "TEXT"
     lock_row = ""
     begin = "BEGIN"
+    begin_read = "BEGIN"  # one snapshot for all the reads of a transaction, blocking no writer
     errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, display: str) -> None:
         self.display = display  # the database as a user named it, without a password
         self._lock = threading.Lock()
         self._db: Any = None
+        self.windows: WindowSettings | None = None  # set by use_windows
 
     @staticmethod
     def open(target: str) -> TotalsDb:
@@ -126,7 +174,7 @@ class TotalsDb(abc.ABC):
     # ---------------------------------------------------------------- what the consumer calls
 
     def read(self) -> StoredTotals:
-        with self._transaction():
+        with self._transaction(read_only=True):
             return self._read()
 
     def check(self, checkpoint_id: str | None, location: str, committed_batch: int) -> StoredTotals:
@@ -165,7 +213,7 @@ class TotalsDb(abc.ABC):
             claimed = StoredTotals(checkpoint_id, location, committed_at=_now())
             if imported:
                 claimed = claimed.plus(NO_BATCH, imported, _now())
-            self._write(claimed, stored)
+            self._write(claimed, stored, imported.windows if imported else {})
             return claimed
 
     def commit(self, checkpoint_id: str, batch_id: int, counts: BatchCounts) -> tuple[StoredTotals, bool]:
@@ -183,8 +231,49 @@ class TotalsDb(abc.ABC):
                     f"{batch_id} does not follow it: was the database restored from an older copy?"
                 )
             committed = stored.plus(batch_id, counts, _now())
-            self._write(committed, stored)
+            self._write(committed, stored, counts.windows)
             return committed, False
+
+    def use_windows(self, windows: WindowSettings) -> None:
+        """Total sales per window of `windows.length_s` (0: none) from now on; a database that was
+        given another length is refused in one line: its windows could not be added to."""
+        with self._transaction():
+            cursor = self._connection().cursor()
+            cursor.execute("SELECT window_seconds FROM sales_over_time")
+            fixed = cursor.fetchone()
+            if fixed is None:
+                cursor.execute(self._sql("INSERT INTO sales_over_time VALUES (1, ?, NULL, 0, 0)"), (windows.length_s,))
+            elif fixed[0] != windows.length_s:
+                raise TotalsDbError(
+                    f"the totals database {self.display} totals sales per {_window_name(fixed[0])}, not per "
+                    f"{_window_name(windows.length_s)}: run with --window '{describe(fixed[0])}', or give this "
+                    f"consumer a --totals-db of its own, or recount into this one ({self._reset_hint()})",
+                    EXIT_USAGE,
+                )
+        self.windows = windows
+
+    def window_length(self) -> int | None:
+        """The window length in seconds this database totals sales in (0: none; None: never set)."""
+        with self._transaction(read_only=True):
+            cursor = self._connection().cursor()
+            cursor.execute("SELECT window_seconds FROM sales_over_time")
+            fixed = cursor.fetchone()
+        return None if fixed is None else fixed[0]
+
+    def windows_since(self, start: datetime) -> list[StoredWindow]:
+        """The windows from `start` on, oldest first."""
+        with self._transaction(read_only=True):
+            return self._windows("WHERE window_start >= ?", (self._time(_iso(start)),))
+
+    def last_windows(self, count: int) -> list[StoredWindow]:
+        """The `count` newest windows held, oldest first."""
+        with self._transaction(read_only=True):
+            cursor = self._connection().cursor()
+            cursor.execute(
+                self._sql("SELECT window_start FROM window_orders ORDER BY window_start DESC LIMIT ?"), (count,)
+            )
+            starts = [row[0] for row in cursor.fetchall()]
+            return self._windows("WHERE window_start >= ?", (starts[-1],)) if starts else []
 
     def close(self) -> None:
         with self._lock:
@@ -206,6 +295,17 @@ class TotalsDb(abc.ABC):
             "CREATE TABLE IF NOT EXISTS product_totals ("
             f" product TEXT PRIMARY KEY, total_sales {self.money_type} NOT NULL)",
             "CREATE TABLE IF NOT EXISTS rejected_counts (reason TEXT PRIMARY KEY, records BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS sales_over_time ("
+            " one_row INTEGER PRIMARY KEY CHECK (one_row = 1),"
+            " window_seconds BIGINT NOT NULL,"
+            f" newest_sale_date {self.time_type},"
+            " late_orders BIGINT NOT NULL,"
+            " undated_orders BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS window_orders ("
+            f" window_start {self.time_type} PRIMARY KEY, orders BIGINT NOT NULL, late_orders BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS window_sales ("
+            f" window_start {self.time_type} NOT NULL, product TEXT NOT NULL, total_sales {self.money_type} NOT NULL,"
+            " PRIMARY KEY (window_start, product))",
         ]
 
     def _sql(self, statement: str) -> str:
@@ -224,17 +324,74 @@ class TotalsDb(abc.ABC):
         totals = {product: Decimal(total) for product, total in cursor.fetchall()}
         cursor.execute("SELECT reason, records FROM rejected_counts")
         rejected = dict(cursor.fetchall())
+        cursor.execute("SELECT late_orders, undated_orders, newest_sale_date FROM sales_over_time")
+        late, undated, newest = cursor.fetchone() or (0, 0, None)
         checkpoint_id, location, batch_id, orders, committed_at = progress
         when = committed_at if isinstance(committed_at, str) else _iso(committed_at)
-        return StoredTotals(checkpoint_id, location, batch_id, totals, orders, rejected, when)
+        newest_sale_at = None if newest is None else _utc(newest)
+        return StoredTotals(
+            checkpoint_id, location, batch_id, totals, orders, rejected, when, late, undated, newest_sale_at
+        )
 
-    def _write(self, committed: StoredTotals, before: StoredTotals) -> None:
-        """Store `committed` where `before` was: the progress row, and the rows whose values changed."""
+    def _windows(self, where: str, parameters: tuple) -> list[StoredWindow]:
+        cursor = self._connection().cursor()
+        cursor.execute(self._sql(f"SELECT window_start, orders, late_orders FROM window_orders {where}"), parameters)
+        orders = {_utc(start): (count, late) for start, count, late in cursor.fetchall()}
+        cursor.execute(self._sql(f"SELECT window_start, product, total_sales FROM window_sales {where}"), parameters)
+        sales: dict[datetime, dict[str, Decimal]] = {start: {} for start in orders}
+        for start, product, total in cursor.fetchall():
+            sales.setdefault(_utc(start), {})[product] = Decimal(total)
+        return [StoredWindow(start, WindowCounts(*orders.get(start, (0, 0)), sales[start])) for start in sorted(sales)]
+
+    def _write_windows(self, committed: StoredTotals, windows: Mapping[datetime, WindowCounts]) -> None:
+        """Add a batch's windows to those held, and prune the windows older than the retention."""
+        cursor, newest = self._connection().cursor(), committed.newest_sale_at
+        cursor.execute(
+            self._sql("UPDATE sales_over_time SET newest_sale_date = ?, late_orders = ?, undated_orders = ?"),
+            (newest and self._time(_iso(newest)), committed.late, committed.undated),
+        )
+        if windows:
+            keys = tuple(self._time(_iso(start)) for start in windows)
+            held = {
+                w.start: w.counts for w in self._windows(f"WHERE window_start IN ({', '.join('?' * len(keys))})", keys)
+            }
+            orders, sales = [], []
+            for start, counts in windows.items():
+                before = held.get(start, WindowCounts())
+                after = before.plus(counts)
+                key = self._time(_iso(start))
+                orders.append((key, after.orders, after.late))
+                sales += [(key, p, self._money(t)) for p, t in after.totals.items() if before.totals.get(p) != t]
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO window_orders VALUES (?, ?, ?) ON CONFLICT (window_start) "
+                    "DO UPDATE SET orders = excluded.orders, late_orders = excluded.late_orders"
+                ),
+                orders,
+            )
+            if sales:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO window_sales VALUES (?, ?, ?) ON CONFLICT (window_start, product) "
+                        "DO UPDATE SET total_sales = excluded.total_sales"
+                    ),
+                    sales,
+                )
+        if self.windows and self.windows.retention_s and committed.newest_sale_at:
+            oldest = window_start(
+                committed.newest_sale_at - timedelta(seconds=self.windows.retention_s), self.windows.length_s
+            )
+            for table in ("window_orders", "window_sales"):
+                cursor.execute(self._sql(f"DELETE FROM {table} WHERE window_start < ?"), (self._time(_iso(oldest)),))
+
+    def _write(self, committed: StoredTotals, before: StoredTotals, windows: Mapping[datetime, WindowCounts]) -> None:
+        """Store `committed` where `before` was, with the batch's `windows`: the progress rows, and the
+        rows whose values changed."""
         cursor = self._connection().cursor()
         when = self._time(committed.committed_at)
         if before.checkpoint_id is None:  # a claim: whatever an unclaimed database held is not counted
-            cursor.execute("DELETE FROM product_totals")
-            cursor.execute("DELETE FROM rejected_counts")
+            for table in ("product_totals", "rejected_counts", "window_orders", "window_sales"):
+                cursor.execute(f"DELETE FROM {table}")
             cursor.execute(
                 self._sql("INSERT INTO stream_progress VALUES (1, ?, ?, ?, ?, ?)"),
                 (committed.checkpoint_id, committed.checkpoint_location, committed.batch_id, committed.orders, when),
@@ -252,6 +409,8 @@ class TotalsDb(abc.ABC):
             cursor.executemany(self._sql(upsert.format("product_totals", "product", "total_sales")), totals)
         if rejected:
             cursor.executemany(self._sql(upsert.format("rejected_counts", "reason", "records")), rejected)
+        if self.windows and self.windows.length_s:
+            self._write_windows(committed, windows)
 
     def _claimed_by_another(self, stored: StoredTotals, location: str) -> TotalsDbError:
         if stored.checkpoint_location == location:  # the checkpoint was deleted (to recount) or replaced
@@ -266,12 +425,12 @@ class TotalsDb(abc.ABC):
         )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, read_only: bool = False) -> Iterator[None]:
         """BEGIN ... COMMIT, or ROLLBACK when anything fails; the database's errors in one line."""
         with self._lock:
             try:
                 connection = self._connection()
-                connection.execute(self.begin)
+                connection.execute(self.begin_read if read_only else self.begin)
                 yield
                 connection.execute("COMMIT")
             except BaseException as error:
@@ -349,6 +508,7 @@ class PostgresTotals(TotalsDb):
     time_type = "TIMESTAMPTZ"
     lock_row = " FOR UPDATE"  # a second consumer's claim or batch waits for this transaction
     begin = "BEGIN"
+    begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
     def __init__(self, url: str) -> None:
         if urlsplit(url).password is not None:
@@ -385,11 +545,21 @@ class PostgresTotals(TotalsDb):
         return datetime.fromisoformat(iso) if iso else None
 
     def _reset_hint(self) -> str:
-        return f"psql {self.url} -c 'DROP TABLE stream_progress, product_totals, rejected_counts'"
+        tables = "stream_progress, product_totals, rejected_counts, sales_over_time, window_orders, window_sales"
+        return f"psql {self.url} -c 'DROP TABLE {tables}'"
 
 
 def first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _window_name(length_s: int) -> str:
+    return f"{describe(length_s)} window" if length_s else "no window (--window 0)"
+
+
+def _utc(moment: str | datetime) -> datetime:
+    """A time as read from either database (ISO text, or an aware datetime) in UTC."""
+    return (datetime.fromisoformat(moment) if isinstance(moment, str) else moment).astimezone(UTC)
 
 
 def _now() -> str:
