@@ -366,3 +366,12 @@ def still_running(processes: set[tuple[int, str]], timeout_s: float = 60) -> lis
         if not running or time.monotonic() >= deadline:
             return running
         time.sleep(0.2)
+
+
+def summary_windows(path: Path) -> dict[str, tuple[int, int, dict[str, Decimal]]]:
+    """The producer's per-window ground truth in its --summary-file: window start (ISO, UTC) ->
+    (orders, late orders, exact totals per product)."""
+    return {
+        start: (window["orders"], window["late_orders"], {name: Decimal(t) for name, t in window["totals"].items()})
+        for start, window in json.loads(path.read_text())["windows"].items()
+    }

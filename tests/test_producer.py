@@ -137,6 +137,22 @@ def test_a_listening_broker_port_is_told_from_a_closed_one() -> None:
         (["--count", "many"], "argument --count: not a whole number: 'many' (see --help)"),
         (["--bootstrap-servers", "localhost"], "bad bootstrap server 'localhost': expected HOST:PORT"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag (see --help)"),
+        (["--late-fraction", "1.5"], "argument --late-fraction: must be a number from 0 to 1, got '1.5' (see --help)"),
+        (["--late-fraction", "some"], "argument --late-fraction: not a number: 'some' (see --help)"),
+        (
+            ["--late-by", "soon"],
+            "argument --late-by: not a length of time like '1 minute' or '90 seconds': 'soon' (see --help)",
+        ),
+        (
+            ["--start-date", "12/05/2025 08:00"],
+            "argument --start-date: not a local date-time like 2025-05-12T08:00: '12/05/2025 08:00' (see --help)",
+        ),
+        (
+            ["--start-date", "2025-05-12T08:00+02:00"],
+            "argument --start-date: must have no zone (it is read in --sale-date-zone): '2025-05-12T08:00+02:00' "
+            "(see --help)",
+        ),
+        (["--speed", "0"], "argument --speed: must be a finite number > 0, got '0' (see --help)"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
@@ -150,4 +166,11 @@ def test_bad_environment_values_are_reported_like_bad_flags() -> None:
         2,
         "",
         "producer.py: error: argument --rate: not a number: 'fast' (see --help)\n",
+    )
+    result = run_producer(env={"PRODUCER_START_DATE": "tomorrow", "KAFKA_CONNECT_TIMEOUT": "1"})
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        "producer.py: error: argument --start-date: not a local date-time like 2025-05-12T08:00: 'tomorrow' "
+        "(see --help)\n",
     )

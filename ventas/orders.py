@@ -1,7 +1,9 @@
 """Simulated e-commerce orders: a Faker provider for the catalogue and a pure, seedable generator.
 
 Nothing here touches Kafka: `OrderGenerator(seed).order(sold_at)` returns an `Order`, whose
-`to_json()` is the exact bytes the producer publishes. Prices are `Decimal` end to end.
+`to_json()` is the exact bytes the producer publishes. Prices are `Decimal` end to end. The sale
+clock (`sale_clock`, `wall_time`) and lateness (`OrderGenerator.is_late`) are pure too, so a replay
+of a day with late orders is reproducible from its seed and start.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from faker import Faker
@@ -111,6 +113,11 @@ class OrderGenerator:
         if seed is not None:
             self._fake.seed_instance(seed)
 
+    def is_late(self, fraction: float) -> bool:
+        """Whether the next order is sent late, true for `fraction` of orders. Nothing is drawn when
+        `fraction` is 0, so a seed's stream without late orders stays byte-identical to earlier versions'."""
+        return fraction > 0 and self._fake.random.random() < fraction
+
     def order(self, sold_at: datetime) -> Order:
         return Order(
             order_id=self._fake.uuid4(),
@@ -118,6 +125,18 @@ class OrderGenerator:
             products=self._fake.line_items(),
             sale_date=sold_at.replace(microsecond=0),
         )
+
+
+def sale_clock(start: datetime, speed: float, elapsed_s: float) -> datetime:
+    """The sale clock's instant `elapsed_s` wall-clock seconds after it showed `start`, running `speed`
+    times as fast as the wall clock (240: a day in 6 minutes)."""
+    return start + timedelta(seconds=elapsed_s * speed)
+
+
+def wall_time(instant: datetime, sale_zone: tzinfo | None) -> datetime:
+    """An aware instant as the naive wall time sale_date is written in: in `sale_zone`, or in this
+    machine's zone when None (ventas.sale_windows.sale_instant reads it back)."""
+    return instant.astimezone(sale_zone).replace(tzinfo=None)
 
 
 def product_totals(orders: Iterable[Order]) -> dict[str, Decimal]:
