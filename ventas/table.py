@@ -1,9 +1,10 @@
-"""The totals table as the console shows it, in the layout of Spark's console sink (truncate=false)."""
+"""Tables as the console shows them, in the layout of Spark's console sink (truncate=false): the totals
+table, and any other header and rows (the sales-over-time report) in the same layout."""
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from schemas import PRODUCT_COLUMN, TOTAL_SALES_COLUMN
@@ -23,17 +24,22 @@ def sorted_totals(totals: Mapping[str, Decimal]) -> list[tuple[str, Decimal]]:
     return sorted(totals.items(), key=lambda item: (-item[1], item[0]))
 
 
-def format_table(totals: Mapping[str, Decimal]) -> str:
-    """Every row, nothing truncated."""
-    rows = [(name, f"{total:f}") for name, total in sorted_totals(totals)]
-    header = (PRODUCT_COLUMN, TOTAL_SALES_COLUMN)
+def format_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A header and its rows, every cell left-aligned and nothing truncated; no rows: the header alone."""
     widths = [max(_width(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     rule = "+" + "+".join("-" * w for w in widths) + "+"
 
-    def line(cells: tuple[str, str]) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "|" + "|".join(_pad(cell, w) for cell, w in zip(cells, widths, strict=True)) + "|"
 
     return "\n".join([rule, line(header), rule, *map(line, rows), rule])
+
+
+def format_table(totals: Mapping[str, Decimal]) -> str:
+    """Every product's total, highest first."""
+    return format_rows(
+        (PRODUCT_COLUMN, TOTAL_SALES_COLUMN), [(name, f"{total:f}") for name, total in sorted_totals(totals)]
+    )
 
 
 def format_batch(batch_id: int, totals: Mapping[str, Decimal]) -> str:

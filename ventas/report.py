@@ -1,0 +1,177 @@
+"""Sales over time: the orders, late orders and sales of each window of sale_date that the consumer's
+totals database holds, for the last N windows, oldest first, in the console's table layout.
+
+    python -m ventas.report [--totals-db FILE|postgresql://USER@HOST:PORT/DATABASE] [--topic TOPIC]
+                            [--last N] [--product NAME] [--sale-date-zone ZONE] [--log-level LEVEL]
+
+It reads the database the consumer writes, while it runs, and never creates one: a SQLite file that is
+not there, or a database that keeps no windows, is reported in one line.
+"""
+
+from __future__ import annotations
+
+import decimal
+import logging
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from schemas import SALE_DATE_STRFTIME, TOTAL_SALES_COLUMN
+from ventas.config import (
+    DEFAULT_TOPIC,
+    STATE_HOME,
+    Parser,
+    UserError,
+    env,
+    fail,
+    log_level,
+    positive_int,
+    setup_logging,
+)
+from ventas.sale_windows import add_zone_argument, describe, zone_info
+from ventas.table import format_rows
+from ventas.totals_db import StoredWindow, TotalsDb
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAST = "10"
+WINDOW_START_COLUMN = "Window start"
+ORDERS_COLUMN = "Orders"
+LATE_COLUMN = "Late"
+ZERO = Decimal("0.00")
+# A window's sales over all its products: each is a numeric(38,2), their sum may need more digits, and
+# is shown exactly, never rounded to Decimal's default 28 digits.
+EXACT = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact])
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="report", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--totals-db",
+        default=env("TOTALS_DB"),
+        help="the consumer's totals database: a SQLite file, or postgresql://USER@HOST:PORT/DATABASE "
+        "(password from PGPASSWORD or ~/.pgpass) (env TOTALS_DB; "
+        f"default {STATE_HOME}/totals/TOPIC.sqlite3, the consumer's)",
+    )
+    parser.add_argument(
+        "--topic",
+        default=env("KAFKA_TOPIC", DEFAULT_TOPIC),
+        help="the topic whose consumer's default --totals-db is read (env KAFKA_TOPIC; default %(default)s)",
+    )
+    parser.add_argument(
+        "--last",
+        type=positive_int,
+        default=DEFAULT_LAST,
+        metavar="N",
+        help="show the N newest windows the database holds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--product",
+        metavar="NAME",
+        help="one product's sales in each of the last N windows, 0.00 where it sold nothing; Orders still "
+        "counts every order of the window, as the database keeps no orders per product (default: every "
+        "product's sales added up, and the late orders)",
+    )
+    add_zone_argument(parser)  # the zone the windows were cut in is the one their starts are shown in
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        default=env("LOG_LEVEL", "WARNING"),
+        help="DEBUG, INFO, WARNING or ERROR (env LOG_LEVEL; default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    target = args.totals_db or str(STATE_HOME / "totals" / f"{args.topic}.sqlite3")  # as the consumer's settings
+    try:
+        print(sales_over_time(target, args.last, args.product, args.sale_date_zone))
+    except UserError as error:  # TotalsDbError among them: the database unreachable, or not one
+        fail(parser.prog, error)
+
+
+def sales_over_time(target: str, last: int, product: str | None, zone_name: str | None) -> str:
+    """The title and table of the `last` newest windows in database `target`, starts shown in zone
+    `zone_name` (None: this machine's)."""
+    db = open_existing(target)
+    try:
+        length_s = db.window_length()
+        if length_s is None and db.read().checkpoint_id is None:  # not the consumer's: say so, not why windows are off
+            raise UserError(
+                f"the totals database {db.display} holds no totals: run the consumer first, or point --totals-db "
+                "at its database"
+            )
+        if not length_s:
+            raise UserError(windows_off(db.display, length_s))
+        # PostgreSQL reads at READ COMMITTED: a batch committed while last_windows reads can add a newer window.
+        windows = db.last_windows(last)[-last:]
+        log.info("%d windows of %s from %s", len(windows), describe(length_s), db.display)
+    finally:
+        db.close()
+    window = describe(length_s).removesuffix("s").replace(" ", "-")  # '1 minute' -> '1-minute window'
+    sales = f"Sales of {product}" if product is not None else "Sales"
+    title = f"{sales} per {window} window of sale_date ({zone_name or 'local time'})"
+    return f"{title}\n{format_rows(*table(windows, product, zone_name))}"
+
+
+def table(
+    windows: list[StoredWindow], product: str | None, zone_name: str | None
+) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The header and rows of `windows`: every product's sales and the late orders, or `product`'s sales."""
+    zone = zone_info(zone_name)
+    rows = []
+    for window in windows:
+        start, orders = window.start.astimezone(zone).strftime(SALE_DATE_STRFTIME), str(window.counts.orders)
+        if product is None:
+            rows.append((start, orders, str(window.counts.late), f"{window_total(window):f}"))
+        else:
+            rows.append((start, orders, f"{window.counts.totals.get(product, ZERO):f}"))
+    if product is None:
+        return (WINDOW_START_COLUMN, ORDERS_COLUMN, LATE_COLUMN, TOTAL_SALES_COLUMN), rows
+    return (WINDOW_START_COLUMN, ORDERS_COLUMN, TOTAL_SALES_COLUMN), rows
+
+
+def window_total(window: StoredWindow) -> Decimal:
+    """The window's sales over every product, exact."""
+    with decimal.localcontext(EXACT):
+        return sum(window.counts.totals.values(), ZERO)
+
+
+def open_existing(target: str) -> TotalsDb:
+    """The database at `target`; TotalsDb.open would create a SQLite file that is not there, so that is
+    refused first."""
+    file = sqlite_file(target)
+    if file is not None and not file.is_file():
+        raise UserError(f"no totals database at {file}: run the consumer first, or point --totals-db at its database")
+    return TotalsDb.open(target)
+
+
+def sqlite_file(target: str) -> Path | None:
+    """The SQLite file `target` names, read as TotalsDb.open reads it; None when it names none
+    (PostgreSQL, or a scheme TotalsDb.open refuses in one line)."""
+    parts = urlsplit(target)
+    if parts.scheme == "sqlite":
+        return Path(parts.path).expanduser()
+    if len(parts.scheme) > 1:  # a one-letter "scheme" is a Windows drive
+        return None
+    return Path(target).expanduser()
+
+
+def windows_off(display: str, length_s: int | None) -> str:
+    """Why database `display` keeps no windows, and what gives some."""
+    if length_s == 0:
+        return (
+            f"the totals database {display} keeps no sales per window of sale_date: its consumer runs with "
+            "--window 0; a consumer with a --window and a --totals-db of its own keeps them"
+        )
+    return (
+        f"the totals database {display} keeps no sales per window of sale_date: a consumer without windows "
+        "(an earlier version) wrote it; the current consumer adds them from its next batch"
+    )
+
+
+if __name__ == "__main__":
+    main()
