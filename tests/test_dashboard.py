@@ -1,6 +1,7 @@
 """The live dashboard: its data and server on their own, then the page in a real browser (Debian's
-chromium through chromedriver, driven by selenium) while the real pipeline runs (local broker, real
-spark-submit), checked against the table the consumer prints."""
+chromium through chromedriver, driven by selenium): its chart of windows fed by the test, and the whole
+page while the real pipeline runs (local broker, real spark-submit), checked against the table the
+consumer prints."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,10 @@ from tests.helpers import (
     wait_for_table,
 )
 from tests.reject_examples import order
-from ventas.dashboard import DashboardState, products_view, serving, stream_view, url
+from ventas.dashboard import DashboardState, products_view, serving, stream_view, url, windows_view
 from ventas.lab.ports import free_port
 from ventas.lab.processes import stop
-from ventas.totals_db import StoredTotals
+from ventas.totals_db import StoredTotals, StoredWindow, WindowCounts
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -89,14 +91,69 @@ def test_the_state_shows_the_totals_and_the_counts_of_the_totals_query() -> None
             orders=13,
             rejected={"missing order_id": 2},
             committed_at="2025-05-12T15:33:35+00:00",
+            late=4,
+            undated=1,
         )
     )
     view = json.loads(state.snapshot()[1])
     assert (view["orders"], view["rejected"], view["grand_total"], view["batch"]) == (13, 2, "2000.10", 3)
+    assert (view["late"], view["undated"]) == (4, 1)
     assert view["batch_time"] == "2025-05-12T15:33:35.000+00:00"
     state.show_progress(PROGRESS)
     state.show_idle()
     assert json.loads(state.snapshot()[1])["stream"]["offsets_behind"] == {"avg": 0, "max": 0, "min": 0}
+
+
+def at(minute: int) -> datetime:
+    """A window start of the tests' hour of sale_date."""
+    return datetime(2025, 5, 12, 15, 0, tzinfo=UTC) + timedelta(minutes=minute)
+
+
+def window(minute: int, orders: int, late: int, **totals: str) -> StoredWindow:
+    return StoredWindow(at(minute), WindowCounts(orders, late, {name: Decimal(t) for name, t in totals.items()}))
+
+
+def test_the_state_shows_each_windows_exact_total_and_the_top_products_oldest_first() -> None:
+    state = DashboardState("ventas-events")
+    assert "windows" not in json.loads(state.snapshot()[1])  # no chart until the consumer gives windows
+    seen = state.snapshot()[0]
+    windows = [
+        window(30, 3, 0, Laptop="2000.00", Mouse="9.99", Cable="5.00"),
+        window(33, 4, 2, Smartwatch="4203.00", Keyboard="49.99", Webcam="5.00", Tripod="0.01"),
+    ]
+    state.show_windows(windows, 60)
+    assert state.wait_for_change(seen, 0)
+    assert json.loads(state.snapshot()[1])["windows"] == {
+        "length_s": 60,
+        "span_s": 3600,
+        "title": "Sales per 1-minute window",
+        # Over both windows, highest first; Cable and Webcam tie at 5.00, and the name decides.
+        "top": ["Smartwatch", "Laptop", "Keyboard", "Mouse", "Cable"],
+        "windows": [
+            {
+                "start": "2025-05-12T15:30:00.000+00:00",
+                "orders": 3,
+                "late": 0,
+                "total": "2014.99",
+                "top": {"Laptop": "2000.00", "Mouse": "9.99", "Cable": "5.00"},
+            },
+            {
+                "start": "2025-05-12T15:33:00.000+00:00",
+                "orders": 4,
+                "late": 2,
+                "total": "4258.00",
+                "top": {"Smartwatch": "4203.00", "Keyboard": "49.99"},
+            },
+        ],
+    }
+
+
+def test_window_totals_are_exact_past_decimals_default_precision() -> None:
+    big = "123456789012345678901234567890123456.78"  # decimal(38,2) at its widest; Decimal rounds at 28 digits
+    view = windows_view([window(0, 2, 0, A=big, B=big)], 90)
+    assert view["windows"][0]["total"] == "246913578024691357802469135780246913.56"
+    assert view["title"] == "Sales per 90-second window"
+    assert windows_view([], 60)["windows"] == []
 
 
 def get(address: str, path: str, host: str | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
@@ -163,7 +220,7 @@ def test_a_port_in_use_or_zero_leaves_the_consumer_without_a_page(capsys: pytest
     )
 
 
-# ---------------------------------------------------------------- in a browser, with the real pipeline
+# ---------------------------------------------------------------- in a browser
 
 
 def ensure_chromium() -> None:
@@ -189,8 +246,20 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
+def chart_bars(driver: Any) -> dict[str, tuple[Decimal, int]]:
+    """The bars of the chart of windows: by the window's start as the view gives it (ISO, milliseconds,
+    `2025-05-12T15:30:00.000+00:00`), its exact total and its late orders; empty when no chart is drawn.
+    Read in one script, so the page cannot redraw the chart between two reads."""
+    bars = driver.execute_script(
+        "return [...document.querySelectorAll('#windows-chart:not([hidden]) rect.window-bar')]"
+        ".map((bar) => [bar.dataset.start, bar.dataset.total, bar.dataset.late])"
+    )
+    return {start: (Decimal(total), int(late)) for start, total, late in bars}
+
+
 def page_reading(driver: Any) -> dict[str, Any]:
-    """What the page shows, read as a person reads it (rendered text; totals without the grouping commas)."""
+    """What the page shows, read as a person reads it (rendered text; totals without the grouping commas),
+    and the chart's bars (chart_bars)."""
     from selenium.webdriver.common.by import By
 
     def text(element_id: str) -> str:
@@ -211,7 +280,10 @@ def page_reading(driver: Any) -> dict[str, Any]:
         "products": products,
         "grand_total": number("grand-total") if text("grand-total") != PLACEHOLDER else None,
         "orders": text("orders"),
+        "late": text("late"),
+        "undated": text("undated"),
         "rejected": text("rejected"),
+        "windows": chart_bars(driver),
         "batch": text("batch"),
         "status": driver.find_element(By.ID, "status").get_attribute("data-state"),
     }
@@ -231,6 +303,100 @@ def wait_for_page(driver: Any, check: Callable[[dict[str, Any]], bool], what: st
             return reading
         time.sleep(0.2)
     raise AssertionError(f"the page never showed {what}; it shows {reading}")
+
+
+# Each drawn element of the chart with what a test checks of it, read in one script.
+CHART_ELEMENTS = """
+const read = (selector, keys) => [...document.querySelectorAll(selector)].map((element) => Object.fromEntries(
+  keys.map((key) => [key, key === 'title' ? element.querySelector('title').textContent
+                                          : element.dataset[key] ?? element.getAttribute(key)])));
+return {
+  bars: read('rect.window-bar', ['start', 'x', 'height', 'title']),
+  segments: read('rect.window-segment', ['start', 'product', 'total', 'class']),
+  late: read('.late-marker', ['start', 'late', 'title']),
+  times: [...document.querySelectorAll('#windows-svg .window-time')].map((label) => label.textContent),
+  legend: [...document.querySelectorAll('#windows-legend li')].map((item) => item.textContent),
+};
+"""
+
+
+def test_the_chart_draws_a_bar_per_window_and_follows_each_new_set_of_windows(browser: Any, tmp_path: Path) -> None:
+    """The chart in the page, fed by the test (no Kafka, no Spark): a bar per window placed by its start
+    and as tall as its exact total, the top products inside it, a marker on the window with late orders;
+    the next windows redraw it on the same page, with no reload; a hostile product name stays text."""
+    from selenium.webdriver.common.by import By
+
+    state = DashboardState("ventas-events")
+    state.show_totals(StoredTotals(batch_id=2, totals={"Laptop": Decimal("6000.00")}, orders=6, late=2, undated=1))
+    with serving(state, "127.0.0.1", free_port()) as address:
+        assert address
+        browser.get(address)
+        page = wait_for_page(browser, lambda page: page["orders"] == "6", "the totals of batch 2")
+        assert (page["late"], page["undated"], page["windows"]) == ("2", "1", {})
+        assert browser.find_element(By.ID, "windows-empty").is_displayed()  # no windows yet: a line of text
+
+        state.show_windows(
+            [
+                window(30, 3, 0, Laptop="2000.00", Mouse="9.99"),
+                window(31, 2, 2, Smartwatch="4203.00", **{HOSTILE: "11.00"}),
+                window(33, 1, 0, Laptop="4000.00"),
+            ],
+            60,
+        )
+        bars = {
+            "2025-05-12T15:30:00.000+00:00": (Decimal("2009.99"), 0),
+            "2025-05-12T15:31:00.000+00:00": (Decimal("4214.00"), 2),
+            "2025-05-12T15:33:00.000+00:00": (Decimal("4000.00"), 0),
+        }
+        wait_for_page(browser, lambda page: page["windows"] == bars, f"the bars {bars}")
+        assert browser.find_element(By.ID, "windows-title").text == "Sales per 1-minute window"
+        assert not browser.find_element(By.ID, "windows-empty").is_displayed()
+        chart = browser.execute_script(CHART_ELEMENTS)
+        (x30, h30), (x31, h31), (x33, h33) = ((float(b["x"]), float(b["height"])) for b in chart["bars"])
+        assert h30 / h31 == pytest.approx(2009.99 / 4214) and h33 / h31 == pytest.approx(4000 / 4214)
+        assert x33 - x31 == pytest.approx(2 * (x31 - x30))  # the window without sales is a gap
+        assert [s for s in chart["segments"] if s["start"].startswith("2025-05-12T15:31")] == [
+            {"start": "2025-05-12T15:31:00.000+00:00", "product": name, "total": total, "class": f"window-segment {c}"}
+            for name, total, c in (("Smartwatch", "4203.00", "series-1"), (HOSTILE, "11.00", "series-2"))
+        ]
+        assert chart["late"] == [{"start": "2025-05-12T15:31:00.000+00:00", "late": "2", "title": "2 late orders"}]
+        assert chart["legend"] == ["Laptop", "Smartwatch", HOSTILE, "Mouse", "Other products"]
+        assert browser.find_elements(By.TAG_NAME, "img") == []
+        # A few window starts, in the browser's (here this machine's) time: every 5 minutes at this width.
+        local = at(30).astimezone()
+        assert 3 <= len(chart["times"]) <= 15
+        assert any(label.startswith((f"{local:%H:%M}", f"{local:%I:%M}")) for label in chart["times"]), chart["times"]
+
+        browser.execute_script("window.sameDocument = true")
+        state.show_windows([window(31, 2, 2, Smartwatch="4203.00"), window(34, 5, 1, Laptop="8000.00")], 60)
+        bars = {
+            "2025-05-12T15:31:00.000+00:00": (Decimal("4203.00"), 2),
+            "2025-05-12T15:34:00.000+00:00": (Decimal("8000.00"), 1),
+        }
+        wait_for_page(browser, lambda page: page["windows"] == bars, f"the bars {bars}")
+        assert browser.execute_script("return window.sameDocument") is True
+        chart = browser.execute_script(CHART_ELEMENTS)
+        assert [marker["title"] for marker in chart["late"]] == ["2 late orders", "1 late order"]
+        assert chart["legend"] == ["Laptop", "Smartwatch", "Other products"]
+        browser.save_screenshot(str(tmp_path / "chart.png"))
+
+        browser.set_window_size(390, 844)  # a phone: the chart is redrawn to its width, nothing wider than the screen
+        try:
+            wait_for_page(
+                browser,
+                lambda _: browser.execute_script(
+                    "return document.querySelector('#windows-svg').viewBox.baseVal.width < 390"
+                ),
+                "the chart redrawn for a phone",
+            )
+            assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+            assert chart_bars(browser) == bars
+            browser.save_screenshot(str(tmp_path / "chart-phone.png"))
+        finally:
+            browser.set_window_size(1280, 1100)
+
+
+# ---------------------------------------------------------------- with the real pipeline
 
 
 def last_batch(out: Path) -> tuple[int, dict[str, Decimal]]:

@@ -9,14 +9,17 @@ The consumer's sinks and query listener write a `DashboardState`; a stdlib HTTP 
 threads reads it. The page (ventas/static/: HTML, CSS and a small script, no library, nothing from
 a CDN) gets the state as JSON through server-sent events, one event after every change. Product
 names travel as JSON strings and are shown as text, never as markup; money travels as exact decimal
-strings. The server answers GET and HEAD for fixed paths (the page's, and the /metrics and /healthz of
-ventas/metrics.py) and takes no input.
+strings. With windows of sale_date on (ventas/sale_windows.py), the page also charts the sales per
+window over the last hour of sale_date, drawn in SVG by its own script. The server answers GET and
+HEAD for fixed paths (the page's, and the /metrics and /healthz of ventas/metrics.py) and takes no
+input.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import decimal
 import ipaddress
 import json
 import logging
@@ -24,7 +27,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,9 +38,10 @@ from typing import Any
 
 from ventas.config import env
 from ventas.monitoring import Monitoring, partitions_behind
+from ventas.sale_windows import CHART_SPAN_S, describe
 from ventas.signals import print_status
 from ventas.table import sorted_totals
-from ventas.totals_db import StoredTotals
+from ventas.totals_db import StoredTotals, StoredWindow
 
 log = logging.getLogger("dashboard")
 
@@ -63,6 +67,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+TOP_PRODUCTS = 5  # products drawn on their own in the chart of windows; the others as one
+# Sums of money for the page, never rounded: Decimal's default context keeps 28 digits, the database 38 per amount.
+EXACT = decimal.Context(prec=decimal.MAX_PREC)
 # More paths the server answers (/metrics, /healthz): each gives a status, a body and its content type.
 Route = Callable[[], tuple[HTTPStatus, bytes, str]]
 
@@ -99,11 +106,45 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def money_sum(amounts: Iterable[Decimal]) -> Decimal:
+    """The exact sum, to the cent."""
+    with decimal.localcontext(EXACT):
+        return sum(amounts, Decimal("0.00"))
+
+
 def products_view(totals: Mapping[str, Decimal]) -> list[dict[str, Any]]:
     """Highest total first, as the console table; `share` (of the highest) sizes the bar only."""
     rows = sorted_totals(totals)
     top = rows[0][1] if rows else Decimal(0)
     return [{"name": name, "total": f"{total:f}", "share": float(total / top) if top else 0.0} for name, total in rows]
+
+
+def windows_view(windows: Sequence[StoredWindow], length_s: int) -> dict[str, Any]:
+    """The chart of sales per window of sale_date: each window's orders, late orders and total, and its
+    sales of the `TOP_PRODUCTS` products that sold most over all the windows shown, highest first (ties by
+    name). A window lists only the top products it sold. `span_s`: how much time the chart spans."""
+    over_all = {
+        name: money_sum(window.counts.totals.get(name, Decimal(0)) for window in windows)
+        for name in {name for window in windows for name in window.counts.totals}
+    }
+    top = [name for name, _ in sorted_totals(over_all)[:TOP_PRODUCTS]]
+    return {
+        "length_s": length_s,
+        "span_s": CHART_SPAN_S,
+        # As an adjective: '1 minute' -> '1-minute', '90 seconds' -> '90-second'.
+        "title": f"Sales per {describe(length_s).removesuffix('s').replace(' ', '-')} window",
+        "top": top,
+        "windows": [
+            {
+                "start": window.start.astimezone(UTC).isoformat(timespec="milliseconds"),
+                "orders": window.counts.orders,
+                "late": window.counts.late,
+                "total": f"{money_sum(window.counts.totals.values()):f}",
+                "top": {name: f"{window.counts.totals[name]:f}" for name in top if name in window.counts.totals},
+            }
+            for window in windows
+        ],
+    }
 
 
 def stream_view(progress: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,6 +182,7 @@ class DashboardState:
         self._version = 0
         self._closed = False
         self._monitoring = Monitoring(started_at=time.time())
+        # "windows" (windows_view) comes with the first show_windows: without it the page draws no chart.
         self._view: dict[str, Any] = {
             "topic": topic,
             "batch": None,
@@ -148,6 +190,8 @@ class DashboardState:
             "products": [],
             "grand_total": "0.00",
             "orders": 0,
+            "late": 0,
+            "undated": 0,
             "rejected": 0,
             "stream": None,
         }
@@ -173,10 +217,17 @@ class DashboardState:
             batch=stored.batch_id,
             batch_time=when.isoformat(timespec="milliseconds"),
             products=products_view(stored.totals),
-            grand_total=f"{sum(stored.totals.values(), Decimal('0.00')):f}",
+            grand_total=f"{money_sum(stored.totals.values()):f}",
             orders=stored.orders,
+            late=stored.late,
+            undated=stored.undated,
             rejected=stored.rejected_total,
         )
+
+    def show_windows(self, windows: Sequence[StoredWindow], length_s: int) -> None:
+        """The windows of `length_s` seconds (more than 0) the chart shows, oldest first: those of the last
+        hour up to the newest sale_date (sale_windows.chart_start), after a micro-batch or at start."""
+        self._update(windows=windows_view(windows, length_s))
 
     def show_progress(self, progress: Mapping[str, Any]) -> None:
         """A progress report of the totals query, after a micro-batch."""

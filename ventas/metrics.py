@@ -54,6 +54,16 @@ class ConsumerCollector:
         watched = self.state.monitoring()
         stored = watched.stored or StoredTotals()
         yield counter("ventas_orders", "Valid orders counted into the totals", stored.orders)
+        yield counter(
+            "ventas_late_orders",
+            "Valid orders more than --allowed-lateness behind the newest sale_date, counted in their windows",
+            stored.late,
+        )
+        yield counter(
+            "ventas_undated_orders",
+            "Valid orders without a usable sale_date, in the totals but no window",
+            stored.undated,
+        )
         rejected = CounterMetricFamily("ventas_rejected_records", "Records rejected, by reason", labels=["reason"])
         for reason, records in sorted(stored.rejected.items()):
             rejected.add_metric([reason], records)
