@@ -10,7 +10,8 @@ The pipeline, one streaming query that reads each Kafka record once:
     source     kafka_stream()                       the topic's records
     parse      transforms.parse_orders()            orders with the schema of schemas.py, or a reject reason
     aggregate  transforms.batch_totals()            sum(cantidad * price) per product, exactly (decimal),
-                                                    valid orders and rejects by reason, one aggregation
+                                                    and per window of sale_date; valid orders, late ones
+                                                    and rejects by reason; one aggregation
     sink       sink.TotalsSink, by query_writer()   per micro-batch: rejects set aside, the sums added to
                                                     the totals database (SQLite or PostgreSQL) in one
                                                     transaction with the batch id, the table printed
@@ -32,7 +33,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from ventas import checkpoint, metrics
+from ventas import checkpoint, metrics, transforms
 from ventas.checkpoint import CheckpointLogs
 from ventas.config import UserError, env, fail, setup_logging
 from ventas.consumer_settings import ConsumerSettings, build_parser, settings_from
@@ -61,12 +62,14 @@ SQL_DEFAULTS = {  # each overridden by the same --conf of spark-submit
     # Batches run back to back (--trigger-interval 0 seconds) under load; with nothing to read, the query
     # asks Kafka 4 times a second, not Spark's 100 (every 10 ms), which kept consumer and broker busy.
     "spark.sql.streaming.pollingDelay": "250ms",
+    **transforms.SESSION_CONF,
 }
 
 
-def create_session(local_checkpoint: bool = False) -> SparkSession:
+def create_session(local_checkpoint: bool = False, sale_date_zone: str | None = None) -> SparkSession:
     """The session with this project's defaults where spark-submit's --conf did not set them;
-    `local_checkpoint`: the query's checkpoint is on the local file system."""
+    `local_checkpoint`: the query's checkpoint is on the local file system; `sale_date_zone`: the zone
+    sale_date is read in (None: this machine's, Spark's default)."""
     spark = (
         SparkSession.builder.appName("ventas-events-totals")
         .config("spark.ui.showConsoleProgress", "false")  # the table is what the console shows
@@ -79,6 +82,8 @@ def create_session(local_checkpoint: bool = False) -> SparkSession:
     defaults = dict(SQL_DEFAULTS)
     if local_checkpoint:
         defaults[checkpoint.FILE_MANAGER] = checkpoint.local_file_manager(spark)
+    if sale_date_zone:
+        spark.conf.set("spark.sql.session.timeZone", sale_date_zone)  # the flag, over any --conf
     submitted = spark.sparkContext.getConf()
     for key, value in defaults.items():
         if not submitted.contains(key):
@@ -153,9 +158,10 @@ def run(
 ) -> None:
     """Run the query until it ends (--available-now), fails, or a stop signal arrives. `latest`: the
     topic's latest offsets at start, when known."""
-    spark = create_session(local_checkpoint=checkpoint.local_path(settings.checkpoint_location) is not None)
+    local_checkpoint = checkpoint.local_path(settings.checkpoint_location) is not None
+    spark = create_session(local_checkpoint, settings.sale_date_zone)
     stop.install()  # again: SparkContext installs a SIGINT handler of its own
-    sink = TotalsSink(db, settings.rejected_path, dashboard, stop)
+    sink = TotalsSink(db, settings.rejected_path, dashboard, stop, settings.windows)
     try:
         with stop_signals_to_this_driver(spark, stop):
             if dashboard or log.isEnabledFor(logging.INFO):
@@ -229,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         latest = latest_offsets(settings.bootstrap_servers, settings.topic, settings.connect_timeout, settings.security)
         db = TotalsDb.open(settings.totals_db)
         try:
+            db.use_windows(settings.windows)
             if stop.requested.is_set():
                 print_status("consumer: stopped before the query started")
                 return

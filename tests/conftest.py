@@ -93,6 +93,8 @@ def postgres_url(postgres_server: LocalPostgres) -> str:
 def spark():
     from pyspark.sql import SparkSession
 
+    from ventas.transforms import SESSION_CONF
+
     # Python workers (createDataFrame from Python rows) run this interpreter, not whatever `python3` is.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -102,6 +104,7 @@ def spark():
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        .config(map=SESSION_CONF)
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

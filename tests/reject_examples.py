@@ -7,15 +7,10 @@ from __future__ import annotations
 from tests.helpers import exact_json
 
 
-def order(*lines: dict, order_id: str = "o-1") -> bytes:
-    return exact_json(
-        {
-            "order_id": order_id,
-            "customer_document": "431-61-5633",
-            "products": list(lines),
-            "sale_date": "12/05/2025 15:33:35",
-        }
-    ).encode()
+def order(*lines: dict, order_id: str = "o-1", sale_date: str | None = "12/05/2025 15:33:35") -> bytes:
+    """An order of these product lines; without a sale_date field when it is None."""
+    fields = {"order_id": order_id, "customer_document": "431-61-5633", "products": list(lines)}
+    return exact_json(fields if sale_date is None else {**fields, "sale_date": sale_date}).encode()
 
 
 def short_order(*lines: dict, order_id: str = "o-1") -> bytes:

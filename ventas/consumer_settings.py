@@ -22,6 +22,14 @@ from ventas.config import (
     true_or_false,
 )
 from ventas.dashboard import add_dashboard_arguments
+from ventas.sale_windows import (
+    DEFAULT_ALLOWED_LATENESS,
+    DEFAULT_WINDOW_RETENTION,
+    WindowSettings,
+    add_window_argument,
+    add_zone_argument,
+    duration,
+)
 from ventas.security import KafkaSecurity, load_security
 
 DESCRIPTION = "Running total sales per product from the `ventas-events` Kafka topic (Spark Structured Streaming)."
@@ -46,7 +54,15 @@ class ConsumerSettings:
     dashboard_port: int
     dashboard_host: str
     stalled_after: float
+    window: int  # seconds; 0: no windows
+    sale_date_zone: str | None  # None: this machine's
+    allowed_lateness: int
+    window_retention: int
     security: KafkaSecurity
+
+    @property
+    def windows(self) -> WindowSettings:
+        return WindowSettings(self.window, self.allowed_lateness, self.window_retention)
 
 
 def build_parser() -> Parser:
@@ -112,6 +128,22 @@ def build_parser() -> Parser:
         default=env("FAIL_ON_DATA_LOSS", "true"),
         help="stop when offsets not yet processed were deleted from Kafka (retention) "
         "(env FAIL_ON_DATA_LOSS; default %(default)s)",
+    )
+    add_window_argument(parser)
+    add_zone_argument(parser)
+    parser.add_argument(
+        "--allowed-lateness",
+        type=duration,
+        default=env("ALLOWED_LATENESS", DEFAULT_ALLOWED_LATENESS),
+        help="an order whose sale_date is more than this behind the newest one of the batches before is "
+        "late: still counted in its window, and counted as late (env ALLOWED_LATENESS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--window-retention",
+        type=duration,
+        default=env("WINDOW_RETENTION", DEFAULT_WINDOW_RETENTION),
+        help="windows older than this before the newest sale_date are deleted from the totals database; 0 "
+        "keeps every window (env WINDOW_RETENTION; default %(default)s)",
     )
     add_dashboard_arguments(parser)
     parser.add_argument(

@@ -2,13 +2,15 @@
 into orders or rejected records, and what a micro-batch adds to the totals.
 
 Every record is parsed once. A record is rejected for the first of REJECT_RULES it breaks; a valid
-order's product lines are exploded and `cantidad * price` summed per product, exactly (decimal).
+order's product lines are exploded and `cantidad * price` summed per product, exactly (decimal), and,
+with windows (ventas/sale_windows.py), per window of the order's `sale_date` too.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import UTC
+from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from pyspark.sql import Column, DataFrame, Row
@@ -27,21 +29,26 @@ from schemas import (
     PRODUCTS,
     QUANTITY,
     SALE_DATE,
+    SALE_DATE_FORMAT,
     TOTAL_SALES_COLUMN,
     TOTALS_SCHEMA,
     consumer_read_schema,
 )
 from ventas.strict_json import a_name_is_not_a_json_string, a_price_is_a_json_string, not_a_json_string, not_utf8
-from ventas.totals_db import BatchCounts
+from ventas.totals_db import BatchCounts, WindowCounts, add_money
 
 ORDER = "order"
 REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
-# The rows of batch_totals: what each one counts, how many records it counted, and the newest Kafka
-# timestamp among them.
+# The rows of batch_totals: what each one counts (in which window of sale_date), how many records it
+# counted, the newest Kafka timestamp and sale_date (Unix seconds) among them, and the late orders.
 KIND, RECORDS, NEWEST_RECORD = "kind", "records", "newest_record"
+WINDOW_START, SALE_SECONDS, NEWEST_SALE, LATE_ORDERS = "window_start", "sale_seconds", "newest_sale", "late_orders"
 PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
+# What these transformations need of the session: Spark 3.5's default policy raises, rather than gives
+# null, for a sale_date its pre-3.0 parser would have read (31/02/2025); 4.x defaults to this one.
+SESSION_CONF = {"spark.sql.legacy.timeParserPolicy": "CORRECTED"}
 
 
 def parse_orders(kafka_rows: DataFrame) -> DataFrame:
@@ -75,18 +82,27 @@ def rejected_records(parsed: DataFrame) -> DataFrame:
     )
 
 
-def batch_totals(parsed: DataFrame) -> DataFrame:
+def batch_totals(parsed: DataFrame, window_s: int = 0, late_before: int | None = None) -> DataFrame:
     """Everything a micro-batch adds to the totals, in one aggregation over one parse: `kind`
     "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
-    "orders" row counts valid orders in `records`; a "rejected" row per reason (in `Product`) counts
-    the records rejected for it. Each row has the newest Kafka `timestamp` among its records."""
+    "orders" rows count valid orders in `records`; a "rejected" row per reason (in `Product`) counts
+    the records rejected for it. Each row has the newest Kafka `timestamp` among its records.
+
+    With `window_s` (seconds), product and orders rows are per `window_start` (Unix seconds) of the
+    order's sale_date, null for an order without a usable one; orders rows also hold the newest sale_date
+    and count the orders whose sale_date is before `late_before` (Unix seconds), the late ones."""
+    # A decimal literal: Spark passes it to its generated code by reference, where a long would be
+    # written into the code, which would then be compiled anew for every batch's threshold.
+    threshold = F.lit(None if late_before is None else Decimal(late_before)).cast("decimal(20,0)")
     return (
-        parsed.select(F.inline(_batch_entries()))
-        .groupBy(KIND, PRODUCT_COLUMN)
+        parsed.select(F.inline(_batch_entries(window_s)))
+        .groupBy(KIND, PRODUCT_COLUMN, WINDOW_START)
         .agg(
             F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN),
             F.count(F.lit(1)).alias(RECORDS),
             F.max("timestamp").alias(NEWEST_RECORD),
+            F.max(SALE_SECONDS).alias(NEWEST_SALE),
+            F.count(F.when(F.col(SALE_SECONDS) < threshold, 1)).alias(LATE_ORDERS),
         )
     )
 
@@ -96,17 +112,41 @@ def sales_totals(parsed: DataFrame) -> DataFrame:
     return batch_totals(parsed).where(F.col(KIND) == PRODUCT_KIND).select(PRODUCT_COLUMN, TOTAL_SALES_COLUMN)
 
 
-def batch_counts(rows: list[Row]) -> BatchCounts:
-    """The rows of batch_totals, collected, as what the batch adds to the totals."""
+def batch_counts(rows: list[Row], windows: bool = False) -> BatchCounts:
+    """The rows of batch_totals, collected, as what the batch adds to the totals; `windows`: they were
+    summed per window (an orders row without one counts undated orders)."""
     # Spark gives a timestamp as a naive datetime in this process's time zone; rows read from an earlier
     # version's state have none.
-    newest = [row.asDict().get(NEWEST_RECORD) for row in rows]
+    fields = [row.asDict() for row in rows]
+    newest = [row.get(NEWEST_RECORD) for row in fields]
     newest_record_at = max((when.astimezone(UTC) for when in newest if when is not None), default=None)
+    totals: dict[str, Decimal] = {}
+    by_window: dict[datetime, WindowCounts] = defaultdict(WindowCounts)
+    orders = undated = 0
+    sale_seconds = []
+    for row in fields:
+        start = row.get(WINDOW_START)
+        window = None if start is None else datetime.fromtimestamp(start, UTC)
+        if row[KIND] == PRODUCT_KIND:
+            sales = {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN]}
+            totals = add_money(totals, sales)
+            if window:
+                by_window[window] = by_window[window].plus(WindowCounts(totals=sales))
+        elif row[KIND] == ORDERS_KIND:
+            orders += row[RECORDS]
+            if window:
+                by_window[window] = by_window[window].plus(WindowCounts(row[RECORDS], row[LATE_ORDERS]))
+                sale_seconds.append(row[NEWEST_SALE])
+            elif windows:
+                undated += row[RECORDS]
     return BatchCounts(
-        {row[PRODUCT_COLUMN]: row[TOTAL_SALES_COLUMN] for row in rows if row[KIND] == PRODUCT_KIND},
-        sum(row[RECORDS] for row in rows if row[KIND] == ORDERS_KIND),
-        {row[PRODUCT_COLUMN]: row[RECORDS] for row in rows if row[KIND] == REJECTED_KIND},
+        totals,
+        orders,
+        {row[PRODUCT_COLUMN]: row[RECORDS] for row in fields if row[KIND] == REJECTED_KIND},
         newest_record_at,
+        dict(by_window),
+        undated,
+        datetime.fromtimestamp(max(sale_seconds), UTC) if sale_seconds else None,
     )
 
 
@@ -166,26 +206,38 @@ def _is_bad_line(line: Column) -> Column:
 
 
 @functools.cache
-def _batch_entries() -> Column:
-    """What a parsed record adds, as an array of (kind, product, amount)."""
+def _batch_entries(window_s: int) -> Column:
+    """What a parsed record adds, as an array of (kind, product, amount, timestamp, window start, sale
+    seconds); window start and sale seconds only with windows (`window_s` > 0)."""
     total = TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType
     no_amount = F.lit(None).cast(total)
+    no_seconds = F.lit(None).cast("long")
+    if window_s:
+        # Strictly the seed's format, in the session's time zone (--sale-date-zone); null if unusable.
+        sale_seconds = F.unix_seconds(F.try_to_timestamp(F.col(ORDER)[SALE_DATE], F.lit(SALE_DATE_FORMAT)))
+        window = sale_seconds - F.pmod(sale_seconds, F.lit(window_s))
+    else:
+        sale_seconds = window = no_seconds
 
-    def entry(kind: str, key: Column, amount: Column) -> Column:
+    def entry(
+        kind: str, key: Column, amount: Column, start: Column = no_seconds, seconds: Column = no_seconds
+    ) -> Column:
         return F.struct(
             F.lit(kind).alias(KIND),
             key.alias(PRODUCT_COLUMN),
             amount.alias(TOTAL_SALES_COLUMN),
             F.col("timestamp").alias("timestamp"),
+            start.alias(WINDOW_START),
+            seconds.alias(SALE_SECONDS),
         )
 
     def line_entry(line: Column) -> Column:
         quantity = F.coalesce(line[CANTIDAD], line[QUANTITY])
-        return entry(PRODUCT_KIND, line[NAME], (quantity * line[PRICE].cast(MONEY)).cast(total))
+        return entry(PRODUCT_KIND, line[NAME], (quantity * line[PRICE].cast(MONEY)).cast(total), window)
 
     valid_order = F.concat(
         F.transform(F.col(ORDER)[PRODUCTS], line_entry),
-        F.array(entry(ORDERS_KIND, F.lit(None).cast("string"), no_amount)),
+        F.array(entry(ORDERS_KIND, F.lit(None).cast("string"), no_amount, window, sale_seconds)),
     )
     rejected = F.array(entry(REJECTED_KIND, F.col(REJECT_REASON), no_amount))
     return F.when(F.col(REJECT_REASON).isNull(), valid_order).otherwise(rejected)
