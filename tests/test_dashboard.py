@@ -5,12 +5,15 @@ consumer prints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import sqlite3
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,8 +27,11 @@ from tests.helpers import (
     apt_install,
     consumer_args,
     printed_tables,
+    producer_args,
+    run_producer,
     send_values,
     start_consumer,
+    summary_totals,
     wait_for_table,
 )
 from tests.reject_examples import order
@@ -497,3 +503,43 @@ def test_the_page_follows_the_consumers_table_live(
         wait_for_page(browser, shows(printed, batch, orders=4, rejected=3), f"batch {batch}: {printed}")
     finally:
         assert stop(again, signal.SIGINT) == 0, out.read_text()[-3000:]
+
+
+def stored_chart(database: Path) -> dict[str, tuple[Decimal, int]]:
+    """What the chart must show: each window's total and late orders, as the `sqlite3` shell reads them
+    from the consumer's database (all within the hour the chart spans, in these tests)."""
+    with contextlib.closing(sqlite3.connect(database)) as shell:
+        late = dict(shell.execute("SELECT window_start, late_orders FROM window_orders"))
+        sales = shell.execute("SELECT window_start, total_sales FROM window_sales").fetchall()
+    totals = {start: Decimal("0.00") for start in late}
+    for start, total in sales:
+        totals[start] += Decimal(total)
+    return {start: (totals[start], late[start]) for start in late}
+
+
+def test_the_page_draws_sales_per_window_live(kafka_bootstrap: str, topic: str, tmp_path: Path, browser: Any) -> None:
+    """A replay of sales (a minute of sale_date a second) with late orders: the chart has a bar per window
+    the database holds, with its exact total and late orders, and follows new windows without a reload."""
+    port = free_port()
+    out, database = tmp_path / "consumer.txt", tmp_path / "totals.sqlite3"
+    consumer = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path, "--dashboard-port", str(port)), out)
+    # Late by more than the first part spans: the second part's late orders are late whatever its batches.
+    replay = ("--speed", "60", "--late-fraction", "0.05", "--late-by", "15 minutes")
+    summaries = []
+    try:
+        for part, start in enumerate(("2025-05-12T08:00", "2025-05-12T08:10")):
+            summaries.append(tmp_path / f"summary-{part}.json")
+            args = producer_args(kafka_bootstrap, topic, summaries[-1], 400, 100, 50 + part)
+            produced = run_producer(*args, "--start-date", start, *replay)
+            assert produced.returncode == 0, produced.stderr
+            expected = dict(sum((Counter(summary_totals(s)) for s in summaries), Counter()))
+            wait_for_table(out, consumer, expected)
+            if part == 0:
+                browser.get(url("127.0.0.1", port))
+                browser.execute_script("window.sameDocument = true")
+            chart = stored_chart(database)
+            assert len(chart) >= 6 * (part + 1) and (part == 0 or any(late for _, late in chart.values())), chart
+            wait_for_page(browser, lambda page, chart=chart: page["windows"] == chart, f"the windows {chart}")
+        assert browser.execute_script("return window.sameDocument") is True
+    finally:
+        assert stop(consumer, signal.SIGINT) == 0, out.read_text()[-3000:]
