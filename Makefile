@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # What `make test` also runs on the 3.5 line: the tests through a real broker and spark-submit, with
 # the consumers' quarantine off (KEEP_REJECTED=false), so that their rejects are counted both ways.
-SEED_LINE_TESTS := tests/test_consumer.py tests/test_faults.py tests/test_secure.py tests/test_totals_database.py
+SEED_LINE_TESTS := tests/test_consumer.py tests/test_faults.py tests/test_secure.py tests/test_totals_database.py tests/test_windows.py
 # The 3.5 line's environment, whatever PYTHON and VENV the default line was given (its NumPy 1 has no
 # wheel for Python 3.13).
 SEED_LINE := $(MAKE) SPARK_LINE=3.5 VENV=.venv-spark3.5 PYTHON=python3

@@ -160,15 +160,17 @@ def scraping(url: str, every_s: float = 1.0) -> dict:
 
 
 SCRAPED = "ours, /metrics scraped every 1 s"
-CONSUMERS = ("ours", SCRAPED, "ours, PostgreSQL", "naive")
+NO_WINDOWS = "ours, windows off (--window 0)"
+CONSUMERS = ("ours", NO_WINDOWS, SCRAPED, "ours, PostgreSQL", "naive")
 
 
 def measured_consumers(
     broker: LocalBroker, state: str, postgres: LocalPostgres, args: argparse.Namespace
 ) -> dict[str, Measured]:
     """The consumers measured under load (--consumers), by name: ours as a user runs it (SQLite), the same
-    with its /metrics scraped every second, ours with its totals in PostgreSQL, and the seed's naive one;
-    ours with --spark-conf. Ours serve their dashboard and metrics on a free port each."""
+    without sales per window (what the windows cost), with its /metrics scraped every second, ours with its
+    totals in PostgreSQL, and the seed's naive one; ours with --spark-conf. Ours serve their dashboard and
+    metrics on a free port each."""
     options = [part for setting in args.spark_conf for part in ("--conf", setting)]
     ours = spark_submit_command(
         [
@@ -189,6 +191,7 @@ def measured_consumers(
     scraped_port = free_port()
     consumers = {
         "ours": Measured([*ours, *sqlite, "--dashboard-port", str(free_port())]),
+        NO_WINDOWS: Measured([*ours, *sqlite, "--window", "0", "--dashboard-port", str(free_port())]),
         SCRAPED: Measured(
             [*ours, *sqlite, "--dashboard-port", str(scraped_port)], scraped=f"http://127.0.0.1:{scraped_port}/metrics"
         ),
@@ -242,7 +245,7 @@ def bench_sustained(broker: LocalBroker, postgres: LocalPostgres, args: argparse
     found = {}
     with tempfile.TemporaryDirectory() as state:
         for name, consumer in measured_consumers(broker, state, postgres, args).items():
-            if consumer.scraped:  # its cost is measured in the latency section
+            if name in (SCRAPED, NO_WINDOWS):  # their costs are measured in the latency section
                 continue
             steps = []
             for rate in args.sustained_rates:

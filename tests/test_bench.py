@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.measure_latency import CONSUMERS, NO_WINDOWS, SCRAPED
 from bench.run import SEED_LINE_PYTHON
 from ventas.lab.processes import start, stop
 
 pytestmark = pytest.mark.integration
 SMOKE_TIMEOUT_S = 1800  # a hang guard, not a speed goal
-SCRAPED = "ours, /metrics scraped every 1 s"
-CONSUMERS = ("ours", SCRAPED, "ours, PostgreSQL", "naive")  # measured under load, in this order
 
 
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)  # pyproject's 900 s would cut the guard short
@@ -91,7 +90,7 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path, postgres_
         step = pair["held"] or pair["failed"]
         assert step["rate"] == 100 and step["markers"] >= 1 and step["load_orders_per_s"] > 0, consumer
         assert (pair["failed"] is None) == (pair["held"] is step), consumer
-    assert set(figures["sustained"]) == set(CONSUMERS) - {SCRAPED}  # scraping's cost is the latency rows'
+    assert set(figures["sustained"]) == set(CONSUMERS) - {SCRAPED, NO_WINDOWS}  # their costs: the latency rows'
     assert figures["latency"]["100"][SCRAPED]["scrapes"] >= 1
     assert "## Sustained rate (end-to-end p95 <= 2 s for 3 s)" in markdown.read_text()
     assert figures["ratios"]["producer_vs_one_core_bound"] > 0
