@@ -213,8 +213,8 @@ def test_the_window_length_is_fixed_per_database(target: str) -> None:
     with contextlib.closing(TotalsDb.open(target)) as again:
         again.use_windows(MINUTE)
         assert again.window_length() == 60
-        for other, named in ((300, "5 minutes"), (0, "no window")):
-            with pytest.raises(TotalsDbError, match=f"per 1 minute window, not per {named}") as refused:
+        for other, named in ((300, "5-minute window"), (0, "no window")):
+            with pytest.raises(TotalsDbError, match=f"per 1-minute window, not per {named}") as refused:
                 again.use_windows(WindowSettings(other, 120, 3600))
             assert "--window '1 minute'" in str(refused.value) and "\n" not in str(refused.value)
             assert refused.value.exit_code == EXIT_USAGE

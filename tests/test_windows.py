@@ -103,7 +103,7 @@ def test_every_window_and_the_late_count_equal_the_producers(kafka_bootstrap: st
     # Another window length on the same database is refused in one line.
     refused = run_consumer(*consumer_args(kafka_bootstrap, topic, tmp_path, "--window", "5 minutes"))
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    said = [line for line in printed_lines(refused) if "totals sales per 1 minute window" in line]
+    said = [line for line in printed_lines(refused) if "totals sales per 1-minute window" in line]
     assert said and said[0].startswith("consumer.py: error: "), refused.stdout + refused.stderr
 
 

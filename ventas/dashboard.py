@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import decimal
 import ipaddress
 import json
 import logging
@@ -27,7 +26,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,10 +37,10 @@ from typing import Any
 
 from ventas.config import env
 from ventas.monitoring import Monitoring, partitions_behind
-from ventas.sale_windows import CHART_SPAN_S, describe
+from ventas.sale_windows import CHART_SPAN_S, window_name
 from ventas.signals import print_status
 from ventas.table import sorted_totals
-from ventas.totals_db import StoredTotals, StoredWindow
+from ventas.totals_db import StoredTotals, StoredWindow, money_sum
 
 log = logging.getLogger("dashboard")
 
@@ -68,8 +67,6 @@ SECURITY_HEADERS = {
 }
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 TOP_PRODUCTS = 5  # products drawn on their own in the chart of windows; the others as one
-# Sums of money for the page, never rounded: Decimal's default context keeps 28 digits, the database 38 per amount.
-EXACT = decimal.Context(prec=decimal.MAX_PREC)
 # More paths the server answers (/metrics, /healthz): each gives a status, a body and its content type.
 Route = Callable[[], tuple[HTTPStatus, bytes, str]]
 
@@ -106,12 +103,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def money_sum(amounts: Iterable[Decimal]) -> Decimal:
-    """The exact sum, to the cent."""
-    with decimal.localcontext(EXACT):
-        return sum(amounts, Decimal("0.00"))
-
-
 def products_view(totals: Mapping[str, Decimal]) -> list[dict[str, Any]]:
     """Highest total first, as the console table; `share` (of the highest) sizes the bar only."""
     rows = sorted_totals(totals)
@@ -131,8 +122,7 @@ def windows_view(windows: Sequence[StoredWindow], length_s: int) -> dict[str, An
     return {
         "length_s": length_s,
         "span_s": CHART_SPAN_S,
-        # As an adjective: '1 minute' -> '1-minute', '90 seconds' -> '90-second'.
-        "title": f"Sales per {describe(length_s).removesuffix('s').replace(' ', '-')} window",
+        "title": f"Sales per {window_name(length_s)}",
         "top": top,
         "windows": [
             {

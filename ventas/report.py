@@ -10,7 +10,6 @@ not there, or a database that keeps no windows, is reported in one line.
 
 from __future__ import annotations
 
-import decimal
 import logging
 from decimal import Decimal
 from pathlib import Path
@@ -28,9 +27,9 @@ from ventas.config import (
     positive_int,
     setup_logging,
 )
-from ventas.sale_windows import add_zone_argument, describe, zone_info
+from ventas.sale_windows import add_zone_argument, describe, window_name, zone_info
 from ventas.table import format_rows
-from ventas.totals_db import StoredWindow, TotalsDb
+from ventas.totals_db import StoredWindow, TotalsDb, money_sum
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,6 @@ WINDOW_START_COLUMN = "Window start"
 ORDERS_COLUMN = "Orders"
 LATE_COLUMN = "Late"
 ZERO = Decimal("0.00")
-# A window's sales over all its products: each is a numeric(38,2), their sum may need more digits, and
-# is shown exactly, never rounded to Decimal's default 28 digits.
-EXACT = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact])
 
 
 def build_parser() -> Parser:
@@ -106,14 +102,12 @@ def sales_over_time(target: str, last: int, product: str | None, zone_name: str 
             )
         if not length_s:
             raise UserError(windows_off(db.display, length_s))
-        # PostgreSQL reads at READ COMMITTED: a batch committed while last_windows reads can add a newer window.
-        windows = db.last_windows(last)[-last:]
+        windows = db.last_windows(last)
         log.info("%d windows of %s from %s", len(windows), describe(length_s), db.display)
     finally:
         db.close()
-    window = describe(length_s).removesuffix("s").replace(" ", "-")  # '1 minute' -> '1-minute window'
     sales = f"Sales of {product}" if product is not None else "Sales"
-    title = f"{sales} per {window} window of sale_date ({zone_name or 'local time'})"
+    title = f"{sales} per {window_name(length_s)} of sale_date ({zone_name or 'local time'})"
     return f"{title}\n{format_rows(*table(windows, product, zone_name))}"
 
 
@@ -126,18 +120,12 @@ def table(
     for window in windows:
         start, orders = window.start.astimezone(zone).strftime(SALE_DATE_STRFTIME), str(window.counts.orders)
         if product is None:
-            rows.append((start, orders, str(window.counts.late), f"{window_total(window):f}"))
+            rows.append((start, orders, str(window.counts.late), f"{money_sum(window.counts.totals.values()):f}"))
         else:
             rows.append((start, orders, f"{window.counts.totals.get(product, ZERO):f}"))
     if product is None:
         return (WINDOW_START_COLUMN, ORDERS_COLUMN, LATE_COLUMN, TOTAL_SALES_COLUMN), rows
     return (WINDOW_START_COLUMN, ORDERS_COLUMN, TOTAL_SALES_COLUMN), rows
-
-
-def window_total(window: StoredWindow) -> Decimal:
-    """The window's sales over every product, exact."""
-    with decimal.localcontext(EXACT):
-        return sum(window.counts.totals.values(), ZERO)
 
 
 def open_existing(target: str) -> TotalsDb:

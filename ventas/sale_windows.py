@@ -40,6 +40,11 @@ def describe(seconds: int) -> str:
     return "0 seconds"
 
 
+def window_name(length_s: int) -> str:
+    """A window as a title names it: 60 -> '1-minute window', 90 -> '90-second window'."""
+    return f"{describe(length_s).removesuffix('s').replace(' ', '-')} window"
+
+
 def zone(text: str) -> str:
     """argparse type: an IANA time zone name ('Europe/Madrid', 'UTC'), as Spark's session time zone takes it."""
     try:

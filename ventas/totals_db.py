@@ -26,7 +26,7 @@ import contextlib
 import decimal
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ventas.config import EXIT_USAGE, UserError
-from ventas.sale_windows import WindowSettings, describe, window_start
+from ventas.sale_windows import WindowSettings, describe, window_name, window_start
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 # Sums of decimal(38,2) values: exact, or an error; never rounded to Decimal's default 28 digits.
@@ -124,6 +124,12 @@ class StoredWindow:
 
     start: datetime
     counts: WindowCounts
+
+
+def money_sum(amounts: Iterable[Decimal]) -> Decimal:
+    """The exact sum, to the cent, however many digits it takes (Decimal's default context keeps 28)."""
+    with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
+        return sum(amounts, Decimal("0.00"))
 
 
 def add_money(totals: Mapping[str, Decimal], more: Mapping[str, Decimal]) -> dict[str, Decimal]:
@@ -554,7 +560,7 @@ def first_line(error: Exception) -> str:
 
 
 def _window_name(length_s: int) -> str:
-    return f"{describe(length_s)} window" if length_s else "no window (--window 0)"
+    return window_name(length_s) if length_s else "no window (--window 0)"
 
 
 def _utc(moment: str | datetime) -> datetime:
