@@ -89,6 +89,14 @@ def postgres_url(postgres_server: LocalPostgres) -> str:
     return postgres_server.create_database(f"ventas_test_{uuid.uuid4().hex[:12]}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def totals_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A --totals-db: a SQLite file's path, then a new database on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "totals.sqlite3")
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession

@@ -46,17 +46,10 @@ def no_pipeline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "totals.sqlite3")
-    return request.getfixturevalue("postgres_url")
-
-
 @contextlib.contextmanager
-def consumer_db(target: str, window_s: int = 60) -> Iterator[TotalsDb]:
+def consumer_db(totals_target: str, window_s: int = 60) -> Iterator[TotalsDb]:
     """A database as the consumer leaves it at its start: windows of `window_s`, claimed by its checkpoint."""
-    with contextlib.closing(TotalsDb.open(target)) as db:
+    with contextlib.closing(TotalsDb.open(totals_target)) as db:
         db.use_windows(WindowSettings(window_s, 120, 0))  # retention 0: no window pruned
         db.claim("q1", "/cp")
         yield db
@@ -95,8 +88,8 @@ def cells(lines: list[str]) -> list[list[str]]:
     return [[cell.rstrip() for cell in line.split("|")[1:-1]] for line in [lines[2], *lines[4:-1]]]
 
 
-def test_the_report_shows_each_window_oldest_first(target: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with consumer_db(target) as db:
+def test_the_report_shows_each_window_oldest_first(totals_target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with consumer_db(totals_target) as db:
         commit(
             db,
             0,
@@ -114,7 +107,7 @@ def test_the_report_shows_each_window_oldest_first(target: str, capsys: pytest.C
                 FIRST + 3 * MINUTE: WindowCounts(1, 0, {"ノートパソコン": Decimal("100.50")}),
             },
         )
-    assert report(capsys, "--totals-db", target, "--sale-date-zone", "Europe/Madrid") == [
+    assert report(capsys, "--totals-db", totals_target, "--sale-date-zone", "Europe/Madrid") == [
         "Sales per 1-minute window of sale_date (Europe/Madrid)",
         "+-------------------+------+----+-----------+",
         "|Window start       |Orders|Late|Total Sales|",
@@ -127,13 +120,13 @@ def test_the_report_shows_each_window_oldest_first(target: str, capsys: pytest.C
 
 
 def test_the_last_windows_are_the_newest_and_their_totals_exact(
-    target: str, capsys: pytest.CaptureFixture[str]
+    totals_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with consumer_db(target) as db:
+    with consumer_db(totals_target) as db:
         commit(db, 0, TWELVE)
         yachts = dict.fromkeys(["Yacht", "Jet", "Island", "Rocket", "Satellite"], LARGEST)
         commit(db, 1, {FIRST + 11 * MINUTE: WindowCounts(2, 2, yachts)})
-    table = cells(report(capsys, "--totals-db", target, "--sale-date-zone", "UTC"))
+    table = cells(report(capsys, "--totals-db", totals_target, "--sale-date-zone", "UTC"))
     assert table[0] == ["Window start", "Orders", "Late", "Total Sales"]
     expected = [
         [
@@ -148,8 +141,9 @@ def test_the_last_windows_are_the_newest_and_their_totals_exact(
     # Five times LARGEST, 39 digits, added exactly: Decimal's default context would round it to 28.
     expected[-1][1:] = ["14", "4", "1222222222222222222222222222222246234.94"]
     assert table[1:] == expected
-    assert cells(report(capsys, "--totals-db", target, "--sale-date-zone", "UTC", "--last", "3"))[1:] == expected[-3:]
-    assert cells(report(capsys, "--totals-db", target, "--sale-date-zone", "UTC", "--last", "50"))[1:][2:] == expected
+    in_utc = ("--totals-db", totals_target, "--sale-date-zone", "UTC")
+    assert cells(report(capsys, *in_utc, "--last", "3"))[1:] == expected[-3:]
+    assert cells(report(capsys, *in_utc, "--last", "50"))[1:][2:] == expected
 
 
 def test_the_report_agrees_with_the_sqlite3_shell(tmp_path: Path) -> None:
@@ -182,10 +176,11 @@ def test_the_report_agrees_with_the_sqlite3_shell(tmp_path: Path) -> None:
     assert expected[0][0] == "12/05/2025 22:33:00"
 
 
-def test_one_products_sales_in_each_of_the_last_windows(target: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with consumer_db(target) as db:
+def test_one_products_sales_in_each_of_the_last_windows(totals_target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with consumer_db(totals_target) as db:
         commit(db, 0, TWELVE)
-    lines = report(capsys, "--totals-db", target, "--sale-date-zone", "UTC", "--product", "Laptop", "--last", "4")
+    in_utc = ("--totals-db", totals_target, "--sale-date-zone", "UTC")
+    lines = report(capsys, *in_utc, "--product", "Laptop", "--last", "4")
     assert lines[0] == "Sales of Laptop per 1-minute window of sale_date (UTC)"
     # Laptop sold in every other window: 0.00 in the others; Orders counts every order of the window.
     assert cells(lines) == [
@@ -196,7 +191,7 @@ def test_one_products_sales_in_each_of_the_last_windows(target: str, capsys: pyt
         ["12/05/2025 13:42:00", "12", "24000.00"],
     ]
     nowhere = cells(
-        report(capsys, "--totals-db", target, "--sale-date-zone", "UTC", "--product", "Kite", "--last", "2")
+        report(capsys, "--totals-db", totals_target, "--sale-date-zone", "UTC", "--product", "Kite", "--last", "2")
     )
     assert [row[2] for row in nowhere[1:]] == ["0.00", "0.00"]
 
@@ -236,10 +231,10 @@ def test_window_starts_are_shown_in_the_sale_date_zone(tmp_path: Path) -> None:
     )
 
 
-def test_no_windows_yet_is_the_header_alone(target: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with consumer_db(target, window_s=90):
+def test_no_windows_yet_is_the_header_alone(totals_target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with consumer_db(totals_target, window_s=90):
         pass
-    assert report(capsys, "--totals-db", target, "--sale-date-zone", "UTC") == [
+    assert report(capsys, "--totals-db", totals_target, "--sale-date-zone", "UTC") == [
         "Sales per 90-second window of sale_date (UTC)",
         "+------------+------+----+-----------+",
         "|Window start|Orders|Late|Total Sales|",

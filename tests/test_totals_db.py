@@ -19,16 +19,9 @@ LARGEST = Decimal("2" + "4" * 35 + ".99")  # four of them still fit numeric(38,2
 FOUR_TIMES_LARGEST = Decimal("9" + "7" * 34 + "9.96")  # written out: Decimal multiplies to 28 digits
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "totals.sqlite3")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
-def db(target: str):
-    with contextlib.closing(TotalsDb.open(target)) as opened:
+def db(totals_target: str):
+    with contextlib.closing(TotalsDb.open(totals_target)) as opened:
         yield opened
 
 
@@ -133,16 +126,16 @@ def test_an_import_becomes_the_checkpoints_starting_totals(db: TotalsDb) -> None
 
 
 @pytest.mark.parametrize(
-    ("target", "message"),
+    ("totals_target", "message"),
     [
         ("postgresql://ventas:secret@127.0.0.1/ventas", "a password in the URL shows in `ps`"),
         ("mysql://127.0.0.1/ventas", "expected a SQLite file's path or postgresql://"),
         ("/proc/no/such/dir/totals.sqlite3", "--totals-db /proc/no/such/dir/totals.sqlite3: "),
     ],
 )
-def test_a_bad_totals_db_is_a_usage_error(target: str, message: str) -> None:
+def test_a_bad_totals_db_is_a_usage_error(totals_target: str, message: str) -> None:
     with pytest.raises(TotalsDbError) as error:
-        TotalsDb.open(target)
+        TotalsDb.open(totals_target)
     assert message in str(error.value) and error.value.exit_code == EXIT_USAGE
 
 
@@ -206,11 +199,11 @@ def test_windows_older_than_the_retention_are_pruned(db: TotalsDb) -> None:
     assert db.read().totals == {"Laptop": Decimal("3.00")}  # the product totals keep everything
 
 
-def test_the_window_length_is_fixed_per_database(target: str) -> None:
-    with contextlib.closing(TotalsDb.open(target)) as first:
+def test_the_window_length_is_fixed_per_database(totals_target: str) -> None:
+    with contextlib.closing(TotalsDb.open(totals_target)) as first:
         assert first.window_length() is None
         first.use_windows(MINUTE)
-    with contextlib.closing(TotalsDb.open(target)) as again:
+    with contextlib.closing(TotalsDb.open(totals_target)) as again:
         again.use_windows(MINUTE)
         assert again.window_length() == 60
         for other, named in ((300, "5-minute window"), (0, "no window")):
