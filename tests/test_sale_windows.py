@@ -119,3 +119,17 @@ def test_without_windows_nothing_is_parsed_nor_undated(spark) -> None:
     batch = counts(spark, [dated("not a date", LAPTOP)], window_s=0)
     assert (batch.windows, batch.undated, batch.newest_sale_at) == ({}, 0, None)
     assert batch.totals == {"Laptop": Decimal("2000.00")}
+
+
+def test_a_new_late_threshold_compiles_no_new_code(spark) -> None:
+    """Each batch has its own threshold: Spark must find the batch's generated code in its cache, not
+    compile it again (as it did for a long literal written into the code)."""
+    rows = [("t", 0, i, b"k", dated(f"12/05/2025 15:{i % 60:02d}:00", LAPTOP)) for i in range(100)]
+    kafka = spark.createDataFrame(rows, "topic string, partition int, offset long, key binary, value binary")
+    parsed = parse_orders(kafka.selectExpr("*", "cast(offset as timestamp) as timestamp"))  # no literal per query
+    compilations = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    batch_totals(parsed, 60, 1747063000).collect()
+    before = compilations.getCount()
+    for threshold in (1747063007, 1747063100, 1747064000):
+        batch_totals(parsed, 60, threshold).collect()
+    assert compilations.getCount() == before

@@ -45,6 +45,8 @@ INVALID_UTF8 = "not valid UTF-8"
 KIND, RECORDS, NEWEST_RECORD = "kind", "records", "newest_record"
 WINDOW_START, SALE_SECONDS, NEWEST_SALE, LATE_ORDERS = "window_start", "sale_seconds", "newest_sale", "late_orders"
 PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
+# Sale times in Unix seconds, as a decimal: the late threshold is compared with them without a cast.
+SECONDS = "decimal(18,0)"
 MAX_PRICE = Decimal(10) ** (MONEY.precision - MONEY.scale) - Decimal(1).scaleb(-MONEY.scale)
 # What these transformations need of the session: Spark 3.5's default policy raises, rather than gives
 # null, for a sale_date its pre-3.0 parser would have read (31/02/2025); 4.x defaults to this one.
@@ -91,9 +93,10 @@ def batch_totals(parsed: DataFrame, window_s: int = 0, late_before: int | None =
     With `window_s` (seconds), product and orders rows are per `window_start` (Unix seconds) of the
     order's sale_date, null for an order without a usable one; orders rows also hold the newest sale_date
     and count the orders whose sale_date is before `late_before` (Unix seconds), the late ones."""
-    # A decimal literal: Spark passes it to its generated code by reference, where a long would be
-    # written into the code, which would then be compiled anew for every batch's threshold.
-    threshold = F.lit(None if late_before is None else Decimal(late_before)).cast("decimal(20,0)")
+    # A decimal literal, compared with a decimal column: Spark passes it to its generated code by reference.
+    # A long (or a cast Spark's optimizer unwraps into one) is written into the code, which was then
+    # compiled anew for each batch's threshold (test_a_new_late_threshold_compiles_no_new_code).
+    threshold = F.lit(None if late_before is None else Decimal(late_before)).cast(SECONDS)
     return (
         parsed.select(F.inline(_batch_entries(window_s)))
         .groupBy(KIND, PRODUCT_COLUMN, WINDOW_START)
@@ -136,7 +139,7 @@ def batch_counts(rows: list[Row], windows: bool = False) -> BatchCounts:
             orders += row[RECORDS]
             if window:
                 by_window[window] = by_window[window].plus(WindowCounts(row[RECORDS], row[LATE_ORDERS]))
-                sale_seconds.append(row[NEWEST_SALE])
+                sale_seconds.append(int(row[NEWEST_SALE]))
             elif windows:
                 undated += row[RECORDS]
     return BatchCounts(
@@ -211,16 +214,16 @@ def _batch_entries(window_s: int) -> Column:
     seconds); window start and sale seconds only with windows (`window_s` > 0)."""
     total = TOTALS_SCHEMA[TOTAL_SALES_COLUMN].dataType
     no_amount = F.lit(None).cast(total)
-    no_seconds = F.lit(None).cast("long")
+    no_seconds, no_sale_seconds = F.lit(None).cast("long"), F.lit(None).cast(SECONDS)
     if window_s:
         # Strictly the seed's format, in the session's time zone (--sale-date-zone); null if unusable.
-        sale_seconds = F.unix_seconds(F.try_to_timestamp(F.col(ORDER)[SALE_DATE], F.lit(SALE_DATE_FORMAT)))
-        window = sale_seconds - F.pmod(sale_seconds, F.lit(window_s))
+        seconds = F.unix_seconds(F.try_to_timestamp(F.col(ORDER)[SALE_DATE], F.lit(SALE_DATE_FORMAT)))
+        window, sale_seconds = seconds - F.pmod(seconds, F.lit(window_s)), seconds.cast(SECONDS)
     else:
-        sale_seconds = window = no_seconds
+        window, sale_seconds = no_seconds, no_sale_seconds
 
     def entry(
-        kind: str, key: Column, amount: Column, start: Column = no_seconds, seconds: Column = no_seconds
+        kind: str, key: Column, amount: Column, start: Column = no_seconds, seconds: Column = no_sale_seconds
     ) -> Column:
         return F.struct(
             F.lit(kind).alias(KIND),
