@@ -31,6 +31,7 @@ from ventas.sale_windows import (
     duration,
 )
 from ventas.security import KafkaSecurity, load_security
+from ventas.totals_db import default_totals_db
 
 DESCRIPTION = "Running total sales per product from the `ventas-events` Kafka topic (Spark Structured Streaming)."
 
@@ -168,7 +169,7 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
     made and checked, and the Kafka security settings loaded; UserError for what a user must fix."""
     paths = {
         "checkpoint_location": args.checkpoint_location or str(STATE_HOME / "checkpoints" / args.topic),
-        "totals_db": args.totals_db or str(STATE_HOME / "totals" / f"{args.topic}.sqlite3"),
+        "totals_db": args.totals_db or default_totals_db(args.topic),
         "rejected_path": (args.rejected_path or str(STATE_HOME / "rejected" / args.topic))
         if args.keep_rejected
         else None,

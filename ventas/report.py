@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from schemas import SALE_DATE_STRFTIME, TOTAL_SALES_COLUMN
 from ventas.config import (
@@ -29,7 +27,7 @@ from ventas.config import (
 )
 from ventas.sale_windows import add_zone_argument, describe, window_name, zone_info
 from ventas.table import format_rows
-from ventas.totals_db import StoredWindow, TotalsDb, money_sum
+from ventas.totals_db import StoredWindow, TotalsDb, default_totals_db, money_sum, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    target = args.totals_db or str(STATE_HOME / "totals" / f"{args.topic}.sqlite3")  # as the consumer's settings
+    target = args.totals_db or default_totals_db(args.topic)
     try:
         print(sales_over_time(target, args.last, args.product, args.sale_date_zone))
     except UserError as error:  # TotalsDbError among them: the database unreachable, or not one
@@ -131,21 +129,10 @@ def table(
 def open_existing(target: str) -> TotalsDb:
     """The database at `target`; TotalsDb.open would create a SQLite file that is not there, so that is
     refused first."""
-    file = sqlite_file(target)
+    file = sqlite_path(target)
     if file is not None and not file.is_file():
         raise UserError(f"no totals database at {file}: run the consumer first, or point --totals-db at its database")
     return TotalsDb.open(target)
-
-
-def sqlite_file(target: str) -> Path | None:
-    """The SQLite file `target` names, read as TotalsDb.open reads it; None when it names none
-    (PostgreSQL, or a scheme TotalsDb.open refuses in one line)."""
-    parts = urlsplit(target)
-    if parts.scheme == "sqlite":
-        return Path(parts.path).expanduser()
-    if len(parts.scheme) > 1:  # a one-letter "scheme" is a Windows drive
-        return None
-    return Path(target).expanduser()
 
 
 def windows_off(display: str, length_s: int | None) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ventas.config import EXIT_USAGE, UserError
+from ventas.config import EXIT_USAGE, STATE_HOME, UserError
 from ventas.sale_windows import WindowSettings, describe, window_name, window_start
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -165,17 +165,15 @@ class TotalsDb(abc.ABC):
     @staticmethod
     def open(target: str) -> TotalsDb:
         """`postgresql://...` or a SQLite file's path; tables created if missing."""
-        scheme = urlsplit(target).scheme
-        if scheme in POSTGRES_SCHEMES:
+        if urlsplit(target).scheme in POSTGRES_SCHEMES:
             return PostgresTotals(target)
-        if scheme == "sqlite":
-            target = urlsplit(target).path
-        elif scheme and len(scheme) > 1:  # a one-letter "scheme" is a Windows drive
+        path = sqlite_path(target)
+        if path is None:
             raise TotalsDbError(
                 f"--totals-db {target!r}: expected a SQLite file's path or postgresql://USER@HOST:PORT/DATABASE",
                 EXIT_USAGE,
             )
-        return SqliteTotals(Path(target).expanduser())
+        return SqliteTotals(path)
 
     # ---------------------------------------------------------------- what the consumer calls
 
@@ -553,6 +551,21 @@ class PostgresTotals(TotalsDb):
     def _reset_hint(self) -> str:
         tables = "stream_progress, product_totals, rejected_counts, sales_over_time, window_orders, window_sales"
         return f"psql {self.url} -c 'DROP TABLE {tables}'"
+
+
+def default_totals_db(topic: str) -> str:
+    """The --totals-db of a consumer of `topic` that was given none."""
+    return str(STATE_HOME / "totals" / f"{topic}.sqlite3")
+
+
+def sqlite_path(target: str) -> Path | None:
+    """The SQLite file a --totals-db names (a path, or sqlite:PATH); None when it names none."""
+    parts = urlsplit(target)
+    if parts.scheme == "sqlite":
+        return Path(parts.path).expanduser()
+    if len(parts.scheme) > 1:  # a one-letter "scheme" is a Windows drive
+        return None
+    return Path(target).expanduser()
 
 
 def first_line(error: Exception) -> str:
