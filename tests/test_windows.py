@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_the_report_prints_the_last_windows_the_database_holds(
     assert len(newest) == 10 and len(rows) == 10
     zone = ZONE[1]
     for (start, orders, late), row in zip(reversed(newest), rows, strict=True):
-        shown = datetime.fromisoformat(start).astimezone(__import__("zoneinfo").ZoneInfo(zone))
+        shown = datetime.fromisoformat(start).astimezone(ZoneInfo(zone))
         assert [cell.strip() for cell in row] == [
             shown.strftime("%d/%m/%Y %H:%M:%S"),
             str(orders),

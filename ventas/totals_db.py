@@ -242,15 +242,15 @@ class TotalsDb(abc.ABC):
         """Total sales per window of `windows.length_s` (0: none) from now on; a database that was
         given another length is refused in one line: its windows could not be added to."""
         with self._transaction():
-            cursor = self._connection().cursor()
-            cursor.execute("SELECT window_seconds FROM sales_over_time")
-            fixed = cursor.fetchone()
+            fixed = self._window_seconds()
             if fixed is None:
-                cursor.execute(self._sql("INSERT INTO sales_over_time VALUES (1, ?, NULL, 0, 0)"), (windows.length_s,))
-            elif fixed[0] != windows.length_s:
+                self._connection().execute(
+                    self._sql("INSERT INTO sales_over_time VALUES (1, ?, NULL, 0, 0)"), (windows.length_s,)
+                )
+            elif fixed != windows.length_s:
                 raise TotalsDbError(
-                    f"the totals database {self.display} totals sales per {_window_name(fixed[0])}, not per "
-                    f"{_window_name(windows.length_s)}: run with --window '{describe(fixed[0])}', or give this "
+                    f"the totals database {self.display} totals sales per {_window_name(fixed)}, not per "
+                    f"{_window_name(windows.length_s)}: run with --window '{describe(fixed)}', or give this "
                     f"consumer a --totals-db of its own, or recount into this one ({self._reset_hint()})",
                     EXIT_USAGE,
                 )
@@ -259,10 +259,7 @@ class TotalsDb(abc.ABC):
     def window_length(self) -> int | None:
         """The window length in seconds this database totals sales in (0: none; None: never set)."""
         with self._transaction(read_only=True):
-            cursor = self._connection().cursor()
-            cursor.execute("SELECT window_seconds FROM sales_over_time")
-            fixed = cursor.fetchone()
-        return None if fixed is None else fixed[0]
+            return self._window_seconds()
 
     def windows_since(self, start: datetime) -> list[StoredWindow]:
         """The windows from `start` on, oldest first."""
@@ -336,6 +333,12 @@ class TotalsDb(abc.ABC):
         return StoredTotals(
             checkpoint_id, location, batch_id, totals, orders, rejected, when, late, undated, newest_sale_at
         )
+
+    def _window_seconds(self) -> int | None:
+        cursor = self._connection().cursor()
+        cursor.execute("SELECT window_seconds FROM sales_over_time")
+        fixed = cursor.fetchone()
+        return None if fixed is None else fixed[0]
 
     def _windows(self, where: str, parameters: tuple) -> list[StoredWindow]:
         cursor = self._connection().cursor()
