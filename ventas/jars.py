@@ -41,8 +41,8 @@ def kafka_version() -> str:
     return match.group(1)
 
 
-def kafka_libs_dir() -> Path:
-    return CACHE_HOME / f"kafka-{kafka_version()}" / "libs"
+def kafka_libs_dir(version: str | None = None) -> Path:
+    return CACHE_HOME / f"kafka-{version or kafka_version()}" / "libs"
 
 
 def spark_scala_and_version() -> tuple[str, str]:
@@ -78,9 +78,10 @@ def _maven(args: list[str], what: str) -> None:
         raise UserError(f"{what} is not cached and Maven could not fetch it from Maven Central: {detail}")
 
 
-def ensure_kafka_libs() -> Path:
-    """The broker classpath directory, fetched on first use."""
-    libs = kafka_libs_dir()
+def ensure_kafka_libs(version: str | None = None) -> Path:
+    """The broker classpath directory of Kafka `version` (default: the pom's), fetched on first use."""
+    version = version or kafka_version()
+    libs = kafka_libs_dir(version)
     done = libs / ".complete"
     if not done.exists():
         staging = libs.with_name("libs.partial")
@@ -91,9 +92,10 @@ def ensure_kafka_libs() -> Path:
                 str(BROKER_POM),
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
+                f"-Dkafka.version={version}",
                 f"-DoutputDirectory={staging}",
             ],
-            f"Kafka {kafka_version()} broker jars",
+            f"Kafka {version} broker jars",
         )
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
