@@ -17,8 +17,8 @@ from pathlib import Path
 PidOf = Callable[[], int | None]
 
 
-def recorded_pid(state_file: Path, marker: Path) -> int | None:
-    """The PID in `state_file` if that process runs with `marker` in its command line, else None."""
+def recorded_pid(state_file: Path, marker: Path | str) -> int | None:
+    """The PID in `state_file` if that process runs with `marker` as an argument, else None."""
     try:
         pid = json.loads(state_file.read_text())["pid"]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
