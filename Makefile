@@ -25,7 +25,7 @@ SEED_LINE := $(MAKE) SPARK_LINE=3.5 VENV=.venv-spark3.5 PYTHON=python3
 # ports and directories, and each process its own broker and SparkSession.
 TEST_WORKERS ?= 2
 
-.PHONY: demo demo-cluster test lint deps bench clean
+.PHONY: demo demo-cluster test compose-test lint deps bench clean
 
 # Quiet (@): the demo's own first lines are the broker's and the dashboard's addresses.
 demo: deps
@@ -45,6 +45,11 @@ endif
 ifeq ($(SPARK_LINE)$(PYTEST_ARGS),4.1)
 	KEEP_REJECTED=false $(SEED_LINE) test PYTEST_ARGS="$(SEED_LINE_TESTS)"
 endif
+
+# docker-compose.yml run for real, on a Docker engine of its own with local stand-ins for the upstream
+# images (docs/compose.md). `make test` runs it too: it is one of the suite's tests.
+compose-test: deps
+	$(PY) -m pytest tests/test_compose_up.py
 
 # Measures the 3.5 line's consumer beside the default's.
 bench: deps

@@ -17,6 +17,7 @@ import yaml
 
 from ventas.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
 from ventas.jars import CACHE_HOME, spark_kafka_package, spark_scala_and_version
+from ventas.lab.compose_images import INTERFACES, compose_images
 from ventas.lab.processes import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -75,6 +76,7 @@ def test_services_and_images(compose: dict) -> None:
     spark_image = f"spark:{pinned}-scala{scala}-java17-python3-ubuntu"
     assert services["spark-master"]["image"] == services["spark-worker"]["image"] == spark_image
     assert services["producer"]["build"] == services["consumer"]["build"] == "."
+    assert services["producer"]["image"] == services["consumer"]["image"]  # built once, run by both
 
 
 def test_listeners_serve_containers_and_the_host(compose: dict) -> None:
@@ -197,8 +199,8 @@ def test_docker_stop_waits_for_the_consumers_graceful_stop(compose: dict) -> Non
 
 def test_dockerfile_is_slim_pinned_non_root_with_a_cached_requirements_layer() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip()]
-    base = next(line for line in lines if line.startswith("FROM "))
-    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-\w+", base)
+    assert next(line for line in lines if line.startswith("FROM ")) == "FROM ${PYTHON_IMAGE}"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", compose_images()["PYTHON_IMAGE"])
     user = [line for line in lines if line.startswith("USER ")]
     assert user and user[-1] not in ("USER root", "USER 0")
     install = next(i for i, line in enumerate(lines) if "pip install" in line and "requirements.txt" in line)
@@ -206,3 +208,34 @@ def test_dockerfile_is_slim_pinned_non_root_with_a_cached_requirements_layer() -
     first_code_copy = next(i for i, line in enumerate(lines) if line.startswith("COPY") and ".py" in line)
     assert copy_requirements < install < first_code_copy
     assert "openjdk-17-jre-headless" in (ROOT / "Dockerfile").read_text()
+
+
+def test_every_upstream_image_can_be_replaced_by_a_local_stand_in() -> None:
+    """Each service's image is a variable with the upstream default, and each such variable but the
+    project's own image has a stand-in in ventas/lab/compose_images.py (the Dockerfile's base too)."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    images = {name: spec["image"] for name, spec in raw["services"].items()}
+    assert all(re.fullmatch(r"\$\{\w+_IMAGE:-[^}]+\}", image) for image in images.values()), images
+    assert set(compose_images()) == {*INTERFACES, "PYTHON_IMAGE", "VENTAS_IMAGE"}
+
+
+def test_the_file_uses_nothing_of_an_upstream_image_beyond_its_stand_in(compose: dict) -> None:
+    """What compose relies on in each upstream image (variables, commands, mounts, ports) is what its
+    local stand-in implements: the compose test's run cannot hide a difference."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name, service in compose["services"].items():
+        variable = INTERFACE_OF.match(raw["services"][name]["image"])[1]
+        if variable == "VENTAS_IMAGE":
+            continue
+        interface = INTERFACES[variable]
+        unknown = [key for key in service.get("environment", {}) if not interface.allows_variable(key)]
+        assert not unknown, f"{name}: variables its stand-in does not read: {unknown}"
+        commands = [service.get("command", [None])[0], *service.get("healthcheck", {}).get("test", [None, None])[1:2]]
+        assert {command for command in commands if command} <= interface.commands, f"{name}: {commands}"
+        mounts = {volume.split(":")[1] for volume in service.get("volumes", [])}
+        assert mounts <= interface.paths, f"{name}: {mounts}"
+        published = {int(port.rsplit(":", 1)[1]) for port in service.get("ports", [])}
+        assert published <= interface.ports, f"{name}: {published}"
+
+
+INTERFACE_OF = re.compile(r"\$\{(\w+_IMAGE):-")
