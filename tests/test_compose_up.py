@@ -89,7 +89,7 @@ def engine() -> Iterator[DockerEngine]:
 def compose(engine: DockerEngine) -> Iterator[Compose]:
     ensure_compose_plugin()
     images = build_local_images(engine)
-    images["VENTAS_IMAGE"] = build_app_image(engine, images.pop("PYTHON_IMAGE"))
+    images["VENTAS_IMAGE"] = build_app_image(engine, images.pop("PYTHON_IMAGE", None))
     names = ("KAFKA_HOST_PORT", "POSTGRES_HOST_PORT", "SPARK_UI_HOST_PORT", "DASHBOARD_HOST_PORT")
     ports = dict(zip(names, map(str, distinct_free_ports(len(names))), strict=True))
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home()), "POSTGRES_PASSWORD": PASSWORD}

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ IMAGE_VARIABLE = re.compile(r"\$\{(\w+_IMAGE):-([^}]+)\}")
 # The host's settings a build needs to reach the registries the host reaches.
 MACHINE_FILES = ("etc/apt/sources.list", "etc/apt/sources.list.d", "etc/apt/apt.conf.d", "etc/pip.conf")
 MACHINE_CA_DIR = "usr/local/share/ca-certificates"
+PULL_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -89,28 +91,58 @@ def _version(image: str, pattern: str) -> str:
     return match[1]
 
 
-def build_local_images(engine: DockerEngine) -> dict[str, str]:
-    """Build the stand-ins (kept when built from the same files); the variables that make compose use them."""
-    upstream = compose_images()
-    _ensure_base(engine)
-    kafka = _version(upstream["KAFKA_IMAGE"], r"apache/kafka:(\d+\.\d+\.\d+)")
-    pg_major = _version(upstream["POSTGRES_IMAGE"], r"postgres:(\d+)")
-    spark = _version(upstream["SPARK_IMAGE"], r"spark:([\d.]+)-scala[\d.]+-java17-python3-ubuntu")
-    python = _version(upstream["PYTHON_IMAGE"], r"python:(\d+\.\d+\.\d+)-slim-bookworm")
-    return {
-        "KAFKA_IMAGE": _build(engine, "kafka", kafka, {}, {"libs": ensure_kafka_libs(kafka)}),
-        "POSTGRES_IMAGE": _build(engine, "postgres", pg_major, {"PG_MAJOR": pg_major}, {}),
-        "SPARK_IMAGE": _build(engine, "spark", spark, {}, {"pyspark": _pyspark_home(spark)}),
-        "PYTHON_IMAGE": _build(
-            engine, "python", python, {"PYTHON_VERSION": python}, {"prefix": _python_prefix(python)}
-        ),
-    }
-
-
-def build_app_image(engine: DockerEngine, python_image: str) -> str:
-    """The repository's Dockerfile on the local Python image, as compose would build it; its name."""
-    engine.docker("build", "--network=host", "--build-arg", f"PYTHON_IMAGE={python_image}", "-t", APP_IMAGE, str(ROOT))
+def build_app_image(engine: DockerEngine, python_image: str | None) -> str:
+    """The repository's Dockerfile (on `python_image`, a stand-in, if given) as compose would build it; its name."""
+    base = ["--build-arg", f"PYTHON_IMAGE={python_image}"] if python_image else []
+    engine.docker("build", "--network=host", *base, "-t", APP_IMAGE, str(ROOT))
     return APP_IMAGE
+
+
+def _pull(engine: DockerEngine, image: str) -> bool:
+    """Whether the engine has the upstream image or can pull it (where no registry answers, a pull
+    fails at once on the registry's name)."""
+    if engine.docker("image", "inspect", image, check=False).returncode == 0:
+        return True
+    try:
+        return engine.docker("pull", "--quiet", image, check=False, timeout=PULL_TIMEOUT_S).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _kafka_image(engine: DockerEngine, version: str) -> str:
+    return _build(engine, "kafka", version, {}, {"libs": ensure_kafka_libs(version)})
+
+
+def _postgres_image(engine: DockerEngine, major: str) -> str:
+    return _build(engine, "postgres", major, {"PG_MAJOR": major}, {})
+
+
+def _spark_image(engine: DockerEngine, version: str) -> str:
+    return _build(engine, "spark", version, {}, {"pyspark": _pyspark_home(version)})
+
+
+def _python_image(engine: DockerEngine, version: str) -> str:
+    return _build(engine, "python", version, {"PYTHON_VERSION": version}, {"prefix": _python_prefix(version)})
+
+
+# Each upstream image's variable: the pattern of its name, whose group is the version to build, and
+# the builder of its stand-in.
+STAND_INS: dict[str, tuple[str, Callable[[DockerEngine, str], str]]] = {
+    "KAFKA_IMAGE": (r"apache/kafka:(\d+\.\d+\.\d+)", _kafka_image),
+    "POSTGRES_IMAGE": (r"postgres:(\d+)", _postgres_image),
+    "SPARK_IMAGE": (r"spark:([\d.]+)-scala[\d.]+-java17-python3-ubuntu", _spark_image),
+    "PYTHON_IMAGE": (r"python:(\d+\.\d+\.\d+)-slim-bookworm", _python_image),
+}
+
+
+def build_local_images(engine: DockerEngine) -> dict[str, str]:
+    """The variables that make compose use a stand-in for each upstream image the engine cannot pull.
+    Stand-ins built from the same files are kept."""
+    upstream = compose_images()
+    missing = {name: image for name, image in upstream.items() if name in STAND_INS and not _pull(engine, image)}
+    if missing:
+        _ensure_base(engine)
+    return {name: STAND_INS[name][1](engine, _version(image, STAND_INS[name][0])) for name, image in missing.items()}
 
 
 def _pyspark_home(version: str) -> Path:

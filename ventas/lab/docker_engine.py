@@ -81,14 +81,14 @@ class DockerEngine:
             time.sleep(0.5)
 
     def docker(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        """`docker ARGS` against this engine, its output captured as text."""
-        return subprocess.run(
-            ["docker", "--host", self.env["DOCKER_HOST"], *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            **kwargs,
+        """`docker ARGS` against this engine, its output captured as text; with `check`, a failure
+        raises with the end of what docker said."""
+        result = subprocess.run(
+            ["docker", "--host", self.env["DOCKER_HOST"], *args], capture_output=True, text=True, **kwargs
         )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args[:2])} failed: {(result.stdout + result.stderr)[-3000:]}")
+        return result
 
     def stop(self) -> None:
         """Remove what is left (containers, networks), then stop dockerd and its containerd by PID."""
