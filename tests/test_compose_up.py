@@ -5,6 +5,7 @@ ground truth through a stop of the consumer, a `down` and an `up`, then `down -v
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -92,7 +93,8 @@ def compose(engine: DockerEngine) -> Iterator[Compose]:
     images["VENTAS_IMAGE"] = build_app_image(engine, images.pop("PYTHON_IMAGE", None))
     names = ("KAFKA_HOST_PORT", "POSTGRES_HOST_PORT", "SPARK_UI_HOST_PORT", "DASHBOARD_HOST_PORT")
     ports = dict(zip(names, map(str, distinct_free_ports(len(names))), strict=True))
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home()), "POSTGRES_PASSWORD": PASSWORD}
+    # Only what the file reads from the environment is set: a user's KAFKA_TOPIC or PRODUCER_RATE stays out.
+    env = {"PATH": os.environ["PATH"], "HOME": str(Path.home()), "POSTGRES_PASSWORD": PASSWORD}
     stack = Compose(engine, {**env, **engine.env, **images, **ports}, f"ventas-test-{engine.run_dir.name[3:].lower()}")
     try:
         yield stack
