@@ -39,6 +39,7 @@ from ventas.config import (
     positive_int,
     setup_logging,
 )
+from ventas.kafka_python_workarounds import abandon, renew_producer_id_after_reset
 from ventas.orders import Order, OrderGenerator, sale_clock, wall_time
 from ventas.sale_windows import (
     add_window_argument,
@@ -279,6 +280,7 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
 
     security = load_security(args.client_properties)
     producer = connect(KafkaProducer, args.bootstrap_servers, security, args.connect_timeout, **KAFKA_SETTINGS)
+    renew_producer_id_after_reset(producer)
     report = DeliveryReport(window_s=args.window, sale_zone=args.sale_date_zone)
     generator = OrderGenerator(args.seed)
     sale_zone = zone_info(args.sale_date_zone)
@@ -355,16 +357,6 @@ def finish(producer, report: DeliveryReport, stop: StopRequest) -> None:
     else:
         abandon(producer)
     report.abandon_pending()  # once the producer is closed, no future changes any more
-
-
-def abandon(producer) -> None:
-    """Close a producer that still holds records no broker will acknowledge. kafka-python's
-    close(timeout) flushes first and raises when that times out (2.3 and 3.0 alike), so its sender
-    thread is force-closed first, failing what it holds. Private API: tests/test_stops.py
-    (test_a_second_signal_stops_a_producer_waiting_for_a_dead_broker) pins it."""
-    producer._sender.force_close()
-    producer._sender.join(5)
-    producer.close(timeout=0)
 
 
 def main(argv: list[str] | None = None) -> None:

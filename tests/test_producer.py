@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from producer import KAFKA_SETTINGS
 from tests.helpers import read_topic, run_producer, summary_totals, wait_for_records
 from ventas.config import any_reachable
+from ventas.kafka_python_workarounds import abandon, renew_producer_id_after_reset
+from ventas.lab.kafka_broker import LocalBroker
 from ventas.lab.ports import free_port
 from ventas.lab.processes import ROOT, pipeline_env
 from ventas.orders import OrderGenerator
@@ -119,6 +123,35 @@ def test_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
         "(start one with: scripts/kafka-local start)"
     ]
     assert not summary.exists()
+
+
+def test_orders_sent_after_an_outage_longer_than_the_delivery_timeout_are_acknowledged(tmp_path: Path) -> None:
+    """A broker frozen (SIGSTOP) longer than the delivery timeout expires a batch already sent; once it
+    is back, the producer delivers again (kafka_python_workarounds.renew_producer_id_after_reset).
+    The timeouts are cut to seconds so that it takes seconds."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
+
+    broker = LocalBroker(free_port(), tmp_path / "broker")
+    broker.start(topics=("ventas-events",), partitions=2)
+    settings = {**KAFKA_SETTINGS, "request_timeout_ms": 1000, "delivery_timeout_ms": 3000}
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, **settings)
+    renew_producer_id_after_reset(producer)
+    try:
+        producer.send("ventas-events", b"before").get(timeout=30)
+        pid = broker.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:  # sent, unanswered, retried, then expired
+            with pytest.raises(KafkaTimeoutError, match="Expiring 1 record"):
+                producer.send("ventas-events", b"during").get(timeout=30)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        producer.send("ventas-events", b"after").get(timeout=30)  # without the renewal: KafkaTimeoutError
+        # "during" may be there too: the frozen broker may still have appended it once thawed.
+        assert {b"before", b"after"} <= {record.value for record in read_topic(broker.bootstrap, "ventas-events")}
+    finally:
+        abandon(producer)
+        broker.stop()
 
 
 def test_a_listening_broker_port_is_told_from_a_closed_one() -> None:
