@@ -208,6 +208,8 @@ def test_the_summary_has_the_acknowledged_orders_of_each_window_of_sale_date(tmp
 class AcknowledgingProducer:
     """Stands in for KafkaProducer: acknowledges every record at once and keeps its value."""
 
+    _transaction_manager = None  # not idempotent: renew_producer_id_after_reset leaves it alone
+
     def __init__(self) -> None:
         self.values: list[bytes] = []
 
