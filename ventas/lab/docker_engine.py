@@ -99,10 +99,19 @@ class DockerEngine:
             self.docker("network", "prune", "--force", check=False)
         engine = self.pid()
         tree = daemons.process_tree(engine) if engine is not None else set()
-        daemons.stop(self.pid, timeout_s=30)
+        daemons.stop(self.pid, timeout_s=60)
         daemons.wait_gone(tree)
         for pid, _ in tree:  # a containerd or shim that outlived dockerd
             daemons.kill(lambda pid=pid: pid if daemons.start_time(pid) else None)
+        # dockerd can leave the host's network namespace mounted at exec/netns/default.
+        for mount_point in sorted(self._mounts(), reverse=True):
+            subprocess.run(["umount", "--lazy", mount_point], check=False, capture_output=True)
+
+    def _mounts(self) -> list[str]:
+        """The mount points under the run directory (/proc/self/mounts escapes spaces as octal)."""
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
+        return [point for point in points if point.startswith(f"{self.run_dir}/")]
 
 
 def ensure_compose_plugin() -> Path:
