@@ -103,15 +103,20 @@ class DockerEngine:
         daemons.wait_gone(tree)
         for pid, _ in tree:  # a containerd or shim that outlived dockerd
             daemons.kill(lambda pid=pid: pid if daemons.start_time(pid) else None)
-        # dockerd can leave the host's network namespace mounted at exec/netns/default.
+        # dockerd can leave the host's network namespace mounted at exec/netns/default, and its data
+        # root bind-mounted on itself.
         for mount_point in sorted(self._mounts(), reverse=True):
             subprocess.run(["umount", "--lazy", mount_point], check=False, capture_output=True)
 
     def _mounts(self) -> list[str]:
-        """The mount points under the run directory (/proc/self/mounts escapes spaces as octal)."""
+        """The mount points in the run directory and the data root (/proc/self/mounts escapes spaces)."""
         mounts = Path("/proc/self/mounts").read_text().splitlines()
         points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
-        return [point for point in points if point.startswith(f"{self.run_dir}/")]
+        return [point for point in points if any(point == str(d) or point.startswith(f"{d}/") for d in self._dirs)]
+
+    @property
+    def _dirs(self) -> tuple[Path, Path]:
+        return self.run_dir, self.data_root
 
 
 def ensure_compose_plugin() -> Path:
