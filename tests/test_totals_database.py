@@ -21,6 +21,7 @@ from tests.helpers import (
     printed_lines,
     printed_tables,
     producer_args,
+    query_id,
     run_consumer,
     run_producer,
     start_consumer,
@@ -192,6 +193,31 @@ def test_a_second_consumer_with_another_checkpoint_is_refused(kafka_bootstrap: s
         f"({tmp_path}/checkpoint, query id "
     ), errors
     assert stored_totals(database) == truth
+
+
+def test_without_totals_db_each_checkpoint_has_totals_of_its_own(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Two consumers with checkpoints of their own and no --totals-db, then one with the default
+    checkpoint (the demo's): none meets another's totals, and the default keeps its earlier file."""
+    truth = produce(kafka_bootstrap, topic, tmp_path / "summary.json", 100, 39)
+    state = tmp_path / "state"
+    env = {"XDG_STATE_HOME": str(state)}
+    runs = {
+        "first": ["--checkpoint-location", str(tmp_path / "first")],
+        "second": ["--checkpoint-location", str(tmp_path / "second")],
+        "default": [],
+    }
+    for name, checkpoint in runs.items():
+        result = run_consumer(
+            "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--available-now", *checkpoint, env=env
+        )
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+        assert printed_tables(result.stdout)[-1] == truth, name
+    databases = [tmp_path / "first" / "totals.sqlite3", tmp_path / "second" / "totals.sqlite3"]
+    databases.append(state / "ventas" / "totals" / f"{topic}.sqlite3")
+    assert [stored_totals(database) for database in databases] == [truth] * 3
+    assert len({query_id(database) for database in databases}) == 3
 
 
 def test_an_earlier_versions_checkpoint_is_imported_once(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:

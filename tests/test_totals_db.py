@@ -223,3 +223,13 @@ def test_a_claim_starts_the_windows_over(db: TotalsDb) -> None:
         claimed = reopened.claim("q2", "/cp2")
         assert (claimed.late, claimed.undated, claimed.newest_sale_at) == (0, 0, None)
         assert reopened.last_windows(10) == []
+
+
+def test_the_default_totals_db_follows_the_checkpoint(tmp_path: Path) -> None:
+    from ventas.config import STATE_HOME
+    from ventas.consumer_settings import default_checkpoint_location, default_totals_db
+
+    assert default_totals_db("t", default_checkpoint_location("t")) == str(STATE_HOME / "totals" / "t.sqlite3")
+    assert default_totals_db("t", str(tmp_path / "c")) == str(tmp_path / "c" / "totals.sqlite3")
+    remote = [default_totals_db("t", f"s3a://bucket/{name}") for name in ("a", "b")]
+    assert remote[0] != remote[1] and all(path.startswith(str(STATE_HOME / "totals" / "t-")) for path in remote)

@@ -4,6 +4,7 @@ a ConsumerSettings, which nothing changes afterwards."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from ventas.sale_windows import (
     duration,
 )
 from ventas.security import KafkaSecurity, load_security
-from ventas.totals_db import default_totals_db
 
+TOTALS_FILE = "totals.sqlite3"  # the default --totals-db, in a checkpoint's directory
 DESCRIPTION = "Running total sales per product from the `ventas-events` Kafka topic (Spark Structured Streaming)."
 
 
@@ -87,7 +88,8 @@ def build_parser() -> Parser:
         default=env("TOTALS_DB"),
         help="where the running totals are kept: a SQLite file, or postgresql://USER@HOST:PORT/DATABASE "
         "(password from PGPASSWORD or ~/.pgpass) (env TOTALS_DB; "
-        f"default {STATE_HOME}/totals/TOPIC.sqlite3)",
+        f"default {TOTALS_FILE} in a local --checkpoint-location, {STATE_HOME}/totals/TOPIC.sqlite3 with the "
+        "default checkpoint)",
     )
     parser.add_argument(
         "--rejected-path",
@@ -168,8 +170,7 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
     """The parsed flags with their defaults under the state directory filled in, the local directories
     made and checked, and the Kafka security settings loaded; UserError for what a user must fix."""
     paths = {
-        "checkpoint_location": args.checkpoint_location or str(STATE_HOME / "checkpoints" / args.topic),
-        "totals_db": args.totals_db or default_totals_db(args.topic),
+        "checkpoint_location": args.checkpoint_location or default_checkpoint_location(args.topic),
         "rejected_path": (args.rejected_path or str(STATE_HOME / "rejected" / args.topic))
         if args.keep_rejected
         else None,
@@ -177,7 +178,24 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
     for name in ("checkpoint_location", "rejected_path"):
         if paths[name] is not None:
             _make_writable_directory(f"--{name.replace('_', '-')}", paths[name])
+    paths["totals_db"] = args.totals_db or default_totals_db(args.topic, paths["checkpoint_location"])
     return ConsumerSettings(**{**vars(args), **paths, "security": load_security(args.client_properties)})
+
+
+def default_checkpoint_location(topic: str) -> str:
+    return str(STATE_HOME / "checkpoints" / topic)
+
+
+def default_totals_db(topic: str, checkpoint_location: str) -> str:
+    """The --totals-db of a consumer given none: its checkpoint's own, so that two checkpoints never share
+    totals. The default checkpoint keeps the file earlier versions used for every checkpoint."""
+    local = checkpoint.local_path(checkpoint_location)
+    if local == checkpoint.local_path(default_checkpoint_location(topic)):
+        return str(STATE_HOME / "totals" / f"{topic}.sqlite3")
+    if local is not None:
+        return str(local / TOTALS_FILE)
+    digest = hashlib.sha256(checkpoint_location.encode()).hexdigest()[:12]  # remote: no SQLite file there
+    return str(STATE_HOME / "totals" / f"{topic}-{digest}.sqlite3")
 
 
 def _make_writable_directory(flag: str, path: str) -> None:

@@ -2,6 +2,7 @@
 totals database holds, for the last N windows, oldest first, in the console's table layout.
 
     python -m ventas.report [--totals-db FILE|postgresql://USER@HOST:PORT/DATABASE] [--topic TOPIC]
+                            [--checkpoint-location DIR]
                             [--last N] [--product NAME] [--sale-date-zone ZONE] [--log-level LEVEL]
 
 It reads the database the consumer writes, while it runs, and never creates one: a SQLite file that is
@@ -25,9 +26,10 @@ from ventas.config import (
     positive_int,
     setup_logging,
 )
+from ventas.consumer_settings import TOTALS_FILE, default_checkpoint_location, default_totals_db
 from ventas.sale_windows import add_zone_argument, describe, window_name, zone_info
 from ventas.table import format_rows
-from ventas.totals_db import StoredWindow, TotalsDb, default_totals_db, money_sum, sqlite_path
+from ventas.totals_db import StoredWindow, TotalsDb, money_sum, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,19 @@ def build_parser() -> Parser:
         default=env("TOTALS_DB"),
         help="the consumer's totals database: a SQLite file, or postgresql://USER@HOST:PORT/DATABASE "
         "(password from PGPASSWORD or ~/.pgpass) (env TOTALS_DB; "
-        f"default {STATE_HOME}/totals/TOPIC.sqlite3, the consumer's)",
+        f"default the consumer's: {TOTALS_FILE} in a local --checkpoint-location, "
+        f"{STATE_HOME}/totals/TOPIC.sqlite3 with the default checkpoint)",
     )
     parser.add_argument(
         "--topic",
         default=env("KAFKA_TOPIC", DEFAULT_TOPIC),
         help="the topic whose consumer's default --totals-db is read (env KAFKA_TOPIC; default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-location",
+        default=env("CHECKPOINT_LOCATION"),
+        help="the consumer's checkpoint, whose default --totals-db is read "
+        f"(env CHECKPOINT_LOCATION; default {STATE_HOME}/checkpoints/TOPIC)",
     )
     parser.add_argument(
         "--last",
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    target = args.totals_db or default_totals_db(args.topic)
+    checkpoint_location = args.checkpoint_location or default_checkpoint_location(args.topic)
+    target = args.totals_db or default_totals_db(args.topic, checkpoint_location)
     try:
         print(sales_over_time(target, args.last, args.product, args.sale_date_zone))
     except UserError as error:  # TotalsDbError among them: the database unreachable, or not one

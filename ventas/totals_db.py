@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ventas.config import EXIT_USAGE, STATE_HOME, UserError
+from ventas.config import EXIT_USAGE, UserError
 from ventas.sale_windows import WindowSettings, describe, window_name, window_start
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -554,11 +554,6 @@ class PostgresTotals(TotalsDb):
     def _reset_hint(self) -> str:
         tables = "stream_progress, product_totals, rejected_counts, sales_over_time, window_orders, window_sales"
         return f"psql {self.url} -c 'DROP TABLE {tables}'"
-
-
-def default_totals_db(topic: str) -> str:
-    """The --totals-db of a consumer of `topic` that was given none."""
-    return str(STATE_HOME / "totals" / f"{topic}.sqlite3")
 
 
 def sqlite_path(target: str) -> Path | None:

@@ -14,6 +14,7 @@ and the consumer submitted to that master. It stops what it started, and only th
 from __future__ import annotations
 
 from ventas.config import DEFAULT_TOPIC, STATE_HOME, Parser, UserError, env, fail, non_negative_float, positive_int
+from ventas.consumer_settings import default_checkpoint_location, default_totals_db
 from ventas.dashboard import add_dashboard_arguments, url
 from ventas.lab.kafka_broker import DEFAULT_PORT, LocalBroker, default_data_dir
 from ventas.lab.kafka_cluster import LocalCluster
@@ -84,7 +85,11 @@ def main() -> None:
     # With --cluster, a checkpoint and totals of its own: the single broker's offsets mean nothing on the
     # cluster's topic.
     state = STATE_HOME / "cluster" if args.cluster else STATE_HOME
-    totals_db = env("TOTALS_DB", str(state / "totals" / f"{args.topic}.sqlite3"))
+    if args.cluster:
+        totals_db = env("TOTALS_DB", str(state / "totals" / f"{args.topic}.sqlite3"))
+    else:  # the consumer's own default, which follows its checkpoint
+        checkpoint_location = env("CHECKPOINT_LOCATION") or default_checkpoint_location(args.topic)
+        totals_db = env("TOTALS_DB") or default_totals_db(args.topic, checkpoint_location)
     print_status(f"demo: totals database {totals_db}")
     dashboard = ["--dashboard-port", str(args.dashboard_port), "--dashboard-host", args.dashboard_host]
     consumer = ["--bootstrap-servers", kafka.bootstrap, "--topic", args.topic, "--totals-db", totals_db, *dashboard]
