@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import re
 import signal
 from collections.abc import Callable, Mapping
 
@@ -38,13 +39,14 @@ from ventas.checkpoint import CheckpointLogs
 from ventas.config import UserError, env, fail, setup_logging
 from ventas.consumer_settings import ConsumerSettings, build_parser, settings_from
 from ventas.dashboard import DashboardState, serving
-from ventas.kafka_topic import latest_offsets
+from ventas.kafka_topic import latest_offsets, probe_topic
 from ventas.metrics import HEALTH_PATH, METRICS_PATH
+from ventas.outages import Dependency, Unavailable, Waits, WaitStopped
 from ventas.query_reports import ProgressListener, failure_message
 from ventas.security import REDACTED_SPARK_OPTIONS, REDACTED_SPARK_STRINGS
 from ventas.signals import StopRequest, print_status
 from ventas.sink import TotalsSink
-from ventas.spark_workarounds import read_until_caught_up, restart_after_spark_55271
+from ventas.spark_workarounds import is_spark_55271, read_until_caught_up, wait_until_released
 from ventas.stopping import QUERY_STOP_S, STOP_TIMEOUT, stop_between_batches, stop_query, stop_signals_to_this_driver
 from ventas.table import format_batch
 from ventas.totals_db import TotalsDb
@@ -52,6 +54,9 @@ from ventas.upgrade import legacy_totals, set_aside_legacy_quarantine
 
 log = logging.getLogger("consumer")
 
+KAFKA_API_TIMEOUT_MS, KAFKA_REQUEST_TIMEOUT_MS = "20000", "10000"
+# A Kafka client's error for a broker that did not answer in time (driver or executor side).
+KAFKA_TIMEOUT = re.compile(r"TimeoutException|DisconnectException|Timed out waiting")
 QUERY = "sales"  # the query's name, and its checkpoint's directory under --checkpoint-location
 SQL_DEFAULTS = {  # each overridden by the same --conf of spark-submit
     # A micro-batch's sums over a handful of products need no 200 shuffle partitions: each one is a
@@ -99,6 +104,10 @@ def kafka_stream(spark: SparkSession, settings: ConsumerSettings, starting_offse
         .option("subscribe", settings.topic)
         .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", str(settings.fail_on_data_loss).lower())
+        # Kafka gone fails the query after Spark's own tries (fetchOffset.numRetries: 3), each waiting this
+        # long rather than the client's default minute; run_query then waits for the broker.
+        .option("kafka.default.api.timeout.ms", KAFKA_API_TIMEOUT_MS)
+        .option("kafka.request.timeout.ms", KAFKA_REQUEST_TIMEOUT_MS)  # at most the one above, or no client
         .options(**settings.security.spark_options())
     )
     if settings.max_offsets_per_trigger:
@@ -129,12 +138,18 @@ def query_writer(records: DataFrame, sink: TotalsSink, settings: ConsumerSetting
     )
 
 
-def run_query(writer: DataStreamWriter, stop: StopRequest, started: Callable[[StreamingQuery], None]) -> StreamingQuery:
+def run_query(
+    writer: DataStreamWriter,
+    stop: StopRequest,
+    started: Callable[[StreamingQuery], None],
+    outage_over: Callable[[StreamingQueryException], bool],
+) -> StreamingQuery:
     """Start the query, `started` called with it, and wait until it ends (--available-now), fails, or a
-    stop is requested."""
+    stop is requested. A query that failed for an outage is started again from its checkpoint once
+    `outage_over` has waited it out (False: it failed for another reason, raised)."""
     query = writer.start()
     started(query)
-    restarts = 0
+    spark_55271_restarts = 0
     while query.isActive and not stop.requested.is_set():
         try:
             query.awaitTermination(0.5)  # raises StreamingQueryException if the query failed
@@ -143,10 +158,46 @@ def run_query(writer: DataStreamWriter, stop: StopRequest, started: Callable[[St
             # batch (Hadoop's chmod): that batch failed, uncommitted, and runs again on the next start.
             if stop.requested.is_set():
                 break
-            query = restart_after_spark_55271(error, query, writer, restarts)
-            restarts += 1
+            if is_spark_55271(error, spark_55271_restarts):
+                log.info("query %s: started again after Spark's SPARK-55271", query.name)
+                spark_55271_restarts += 1
+            else:
+                try:
+                    if not outage_over(error):
+                        raise
+                except WaitStopped:
+                    break
+            wait_until_released(query)
+            query = writer.start()
             started(query)
     return query
+
+
+def kafka_outage_over(
+    settings: ConsumerSettings, sink: TotalsSink, waits: Waits
+) -> Callable[[StreamingQueryException], bool]:
+    """For run_query: whether the query failed because Kafka could not be reached, then once it can
+    again. A failure the sink explained (the totals database) is not Kafka's."""
+    kafka = Dependency("kafka", f"Kafka at {settings.bootstrap_servers}")
+
+    def probe() -> None:
+        probe_topic(settings.bootstrap_servers, settings.topic, settings.security)
+
+    def outage_over(error: StreamingQueryException) -> bool:
+        if sink.failure:
+            return False
+        try:
+            probe()
+        except Unavailable as unreachable:
+            waits.wait(kafka, probe, str(unreachable))
+            return True
+        # Back already, or gone for less than a probe: a Kafka client's timeout is an outage too.
+        if not KAFKA_TIMEOUT.search(str(error)):
+            return False
+        print_status(f"consumer: the query timed out reaching {kafka.display}; started again from its checkpoint")
+        return True
+
+    return outage_over
 
 
 def run(
@@ -161,7 +212,9 @@ def run(
     local_checkpoint = checkpoint.local_path(settings.checkpoint_location) is not None
     spark = create_session(local_checkpoint, settings.sale_date_zone)
     stop.install()  # again: SparkContext installs a SIGINT handler of its own
-    sink = TotalsSink(db, settings.rejected_path, dashboard, stop, settings.windows)
+    waits = Waits(stop, settings.give_up_after, dashboard)
+    sink = TotalsSink(db, settings.rejected_path, dashboard, stop, settings.windows, waits)
+    outage_over = kafka_outage_over(settings, sink, waits)
     try:
         with stop_signals_to_this_driver(spark, stop):
             if dashboard or log.isEnabledFor(logging.INFO):
@@ -183,13 +236,13 @@ def run(
                     stop_query(spark, query)
                     raise
 
-            query = run_query(writer, stop, started)
+            query = run_query(writer, stop, started, outage_over)
             if settings.available_now and latest is not None:
                 start = legacy.offsets if legacy else {} if settings.starting_offsets == "earliest" else None
                 query = (
                     read_until_caught_up(
                         lambda: logs.is_behind(QUERY, settings.topic, latest, start),
-                        lambda: run_query(writer, stop, started),
+                        lambda: run_query(writer, stop, started, outage_over),
                         stop,
                         latest,
                     )
@@ -243,12 +296,17 @@ def main(argv: list[str] | None = None) -> None:
             if (stored := db.read()).checkpoint_id:
                 dashboard.show_totals(stored)
             served = metrics.routes(dashboard, settings.topic, settings.stalled_after)
-            with serving(dashboard, settings.dashboard_host, settings.dashboard_port, served) as address:
-                if address:
+            host, page_port, metrics_port = settings.dashboard_host, settings.dashboard_port, settings.metrics_port
+            together = metrics_port == page_port
+            with (
+                serving(dashboard, host, page_port, served if together else None) as page,
+                serving(dashboard, host, 0 if together else metrics_port, served, page=False) as apart,
+            ):
+                if address := (page if together else apart):
                     print_status(
                         f"consumer: metrics at {address}{METRICS_PATH[1:]}, health at {address}{HEALTH_PATH[1:]}"
                     )
-                run(settings, latest, stop, dashboard if address else None, db)
+                run(settings, latest, stop, dashboard if page or address else None, db)
         finally:
             db.close()
     except UserError as error:

@@ -10,7 +10,9 @@ that starts at --start-date (default now) and runs --speed times as fast as the 
 --late-fraction of the orders are sent late, their sale_date --late-by earlier. On exit (count
 reached, Ctrl-C or SIGTERM) every pending record is flushed, a one-line summary is printed, and
 --summary-file gets the exact per-product totals of the orders the broker acknowledged, overall and
-per --window of sale_date: the consumer's ground truth.
+per --window of sale_date: the consumer's ground truth. While the broker acknowledges nothing for
+AWAY_AFTER_S, the producer says so once on stderr and generates no new orders until it acknowledges
+again (kafka-python keeps retrying what it holds); it says so again when the broker is back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +44,7 @@ from ventas.config import (
 )
 from ventas.kafka_python_workarounds import abandon, renew_producer_id_after_reset
 from ventas.orders import Order, OrderGenerator, sale_clock, wall_time
+from ventas.outages import waited_for
 from ventas.sale_windows import (
     add_window_argument,
     add_zone_argument,
@@ -61,6 +65,11 @@ PROGRESS_EVERY_S = 5.0
 CLOCK_EVERY = 1000  # records sent between two reads of the clock when not paced by --rate
 DELIVERY_TIMEOUT_MS = 120_000
 FLUSH_POLL_S = 0.2  # how soon a second stop signal ends the final flush
+# The broker is away once records have waited this long with none acknowledged: longer than a failover
+# (a crashed leader is replaced when it misses broker.session.timeout.ms, 9 s by default), which is
+# ridden out without a word; short against the delivery timeout, so that few orders pile up to expire.
+AWAY_AFTER_S = 10.0
+AWAY_POLL_S = 0.5  # how often a send loop held for the broker looks for an acknowledgement
 # kafka-python settings of every producer this project runs (bench/measuring.py measures with them too):
 # acks from all replicas, retried for up to DELIVERY_TIMEOUT_MS, without duplicates.
 KAFKA_SETTINGS = {
@@ -212,19 +221,40 @@ class DeliveryReport:
     totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     windows: dict[datetime, WindowTruth] = field(default_factory=lambda: defaultdict(WindowTruth))
     _in_flight: deque[tuple[Future, Order, bool]] = field(default_factory=deque, repr=False)
+    _on_acknowledged: Callable[[object], None] | None = field(default=None, repr=False)
+    _failing: bool = field(default=False, repr=False)  # the last record settled failed
 
     def track(self, future: Future, order: Order, late: bool = False) -> None:
         """A record handed to the producer (`late`: sent late), counted once its future is done."""
         self._in_flight.append((future, order, late))
         self.sent += 1
+        if self._on_acknowledged:
+            future.add_callback(self._on_acknowledged)
+
+    def call_on_acknowledged(self, callback: Callable[[object], None] | None) -> None:
+        """From now on, `callback` on the producer's thread as each record still in flight is acknowledged
+        (None: no more): the moment the broker answers again, whatever order the futures settle in."""
+        self._on_acknowledged = callback
+        if callback:
+            for future, _, _ in self._in_flight:
+                if not future.is_done:
+                    future.add_callback(callback)
 
     def settle(self) -> None:
         """Count the records whose outcome is known, oldest first, up to the first still in flight."""
         in_flight = self._in_flight
         while in_flight and in_flight[0][0].is_done:
             future, order, late = in_flight.popleft()
-            if not self._count(future, order, late):
-                log.error("order %s was not delivered: %s", order.order_id, future.exception)
+            if self._count(future, order, late):
+                self._failing = False
+            elif not self._failing:  # a broker away expires every order it held: one line, not one each
+                self._failing = True
+                log.error(
+                    "order %s was not delivered: %s (and the next ones that fail before one is acknowledged,"
+                    " counted in the summary)",
+                    order.order_id,
+                    future.exception,
+                )
 
     def _count(self, future: Future, order: Order, late: bool) -> bool:
         """Count a record whose future is done; True when the broker acknowledged it."""
@@ -244,6 +274,12 @@ class DeliveryReport:
     def pending(self) -> int:
         """Records not acknowledged nor failed yet."""
         return sum(not future.is_done for future, _, _ in self._in_flight)
+
+    @property
+    def awaiting(self) -> bool:
+        """Whether a record still awaits its outcome, as of the last settle() (which stops at the first
+        one in flight): cheap enough for every clock read, unlike `pending`."""
+        return bool(self._in_flight)
 
     def abandon_pending(self) -> None:
         """At exit, count every record by its own outcome (futures finish out of order across
@@ -273,6 +309,101 @@ class DeliveryReport:
         }
 
 
+@dataclass
+class BrokerWatch:
+    """Whether the broker at `address` is away: records pending and none acknowledged for AWAY_AFTER_S.
+    It says so on stderr once when the broker goes away and once when it is back, never once per retry.
+    Back means a record acknowledged after it went away: the count of acknowledged records also grows
+    when an expiry lets settle() reach records acknowledged before."""
+
+    address: str
+    quiet_since: float  # monotonic: since when nothing was acknowledged while records were pending
+    acknowledged: int = 0  # report.acknowledged at the last check
+    away: bool = False
+    answered: bool = False  # while away: a record was acknowledged since
+
+    def check(self, report: DeliveryReport, now: float, refused: bool = False) -> None:
+        """After report.settle(); `refused`: a send just timed out on a full buffer or on metadata."""
+        if self.away:
+            if self.answered:
+                print_status(
+                    f"producer: the broker at {self.address} is back after {waited_for(now - self.quiet_since)}; "
+                    "sending again"
+                )
+                self.away = False
+                report.call_on_acknowledged(None)
+                self.acknowledged, self.quiet_since = report.acknowledged, now
+        elif report.acknowledged > self.acknowledged:
+            self.acknowledged, self.quiet_since = report.acknowledged, now
+        elif not (report.awaiting or refused):
+            self.quiet_since = now
+        elif now - self.quiet_since >= AWAY_AFTER_S:
+            self.away, self.answered = True, False
+            report.call_on_acknowledged(self._answer)
+            print_status(
+                f"producer: waiting for the broker at {self.address} since {self.since(now)}: nothing acknowledged "
+                f"for {waited_for(now - self.quiet_since)}, {report.pending} orders pending"
+            )
+
+    def _answer(self, _metadata: object) -> None:
+        self.answered = True
+
+    def since(self, now: float) -> str:
+        """The wall-clock time at which the broker stopped acknowledging, as HH:MM:SS."""
+        return (datetime.now() - timedelta(seconds=now - self.quiet_since)).strftime("%H:%M:%S")
+
+
+@dataclass
+class Progress:
+    """The INFO line every PROGRESS_EVERY_S seconds: what was sent, how fast, what came of it."""
+
+    started: float
+    due: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.due = self.started + PROGRESS_EVERY_S
+
+    def tell(self, report: DeliveryReport, watch: BrokerWatch, now: float) -> None:
+        if now < self.due:
+            return
+        log.info(
+            "sent %d orders (%.0f/s), acknowledged %d, failed %d%s",
+            report.sent,
+            report.sent / max(now - self.started, 1e-9),
+            report.acknowledged,
+            report.failed,
+            f"; waiting for the broker since {watch.since(now)}" if watch.away else "",
+        )
+        self.due = now + PROGRESS_EVERY_S
+
+
+@dataclass
+class Pace:
+    """When the next order is due at --rate: counted from `since`, the start or the end of the last
+    wait for the broker, so that the orders not generated while it was away are not sent in a burst."""
+
+    every_s: float
+    since: float
+    sent: int = 0  # report.sent at `since`
+
+    def delay(self, sent: int, now: float) -> float:
+        return max(0.0, self.since + (sent - self.sent) * self.every_s - now)
+
+    def restart(self, sent: int, now: float) -> None:
+        self.since, self.sent = now, sent
+
+
+def hold_while_away(report: DeliveryReport, watch: BrokerWatch, progress: Progress, stop: StopRequest) -> None:
+    """Generate nothing while the broker is away and records wait for it: kafka-python retries them.
+    Ends on the first acknowledgement, on a stop signal, or once nothing is pending any more (every
+    record expired): the next order then finds out whether the broker is back."""
+    while watch.away and report.awaiting and not stop.requested.wait(AWAY_POLL_S):
+        report.settle()
+        now = time.monotonic()
+        watch.check(report, now)
+        progress.tell(report, watch, now)
+
+
 def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport, float]:
     """Send orders until --count or `stop`; flush and close. Returns the report and elapsed seconds."""
     from kafka import KafkaProducer
@@ -287,7 +418,7 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
     late_by = timedelta(seconds=args.late_by)
     send_every_s = 1 / args.rate if args.rate else 0.0
     started = time.monotonic()
-    next_progress = started + PROGRESS_EVERY_S
+    progress = Progress(started)
     try:
         try:
             producer.partitions_for(args.topic)
@@ -303,31 +434,31 @@ def produce(args: argparse.Namespace, stop: StopRequest) -> tuple[DeliveryReport
         # lookup of a second would move every sale_date 4 minutes past --start-date.
         clock_start = sale_instant(args.start_date, args.sale_date_zone) if args.start_date else datetime.now(UTC)
         clock_started = time.monotonic()
+        watch = BrokerWatch(args.bootstrap_servers, clock_started)
+        pace = Pace(send_every_s, clock_started)
         while not stop.requested.is_set() and (args.count is None or report.sent < args.count):
             sold_at = sale_clock(clock_start, args.speed, time.monotonic() - clock_started)
             late = generator.is_late(args.late_fraction)
             order = generator.order(wall_time(sold_at - late_by if late else sold_at, sale_zone))
             try:
                 future = producer.send(args.topic, key=order.order_id.encode(), value=order.to_json())
-            except KafkaTimeoutError:  # the buffer stayed full: the broker takes nothing; this order was not sent
-                log.warning("the broker at %s has taken no records for a while; still trying", args.bootstrap_servers)
-                continue
-            report.track(future, order, late)
+            except KafkaTimeoutError:  # the buffer stayed full (or the topic unknown): this order was not sent
+                refused = True
+            else:
+                refused = False
+                report.track(future, order, late)
             report.settle()
-            if not send_every_s and report.sent % CLOCK_EVERY:
-                continue  # as fast as possible: the clock is read for the progress line now and then
+            if not (send_every_s or refused or watch.away) and report.sent % CLOCK_EVERY:
+                continue  # as fast as possible: the clock is read for the watch and progress now and then
             now = time.monotonic()
-            if now >= next_progress:
-                log.info(
-                    "sent %d orders (%.0f/s), acknowledged %d, failed %d",
-                    report.sent,
-                    report.sent / max(now - started, 1e-9),
-                    report.acknowledged,
-                    report.failed,
-                )
-                next_progress = now + PROGRESS_EVERY_S
+            watch.check(report, now, refused)
+            progress.tell(report, watch, now)
+            if watch.away:
+                hold_while_away(report, watch, progress, stop)
+                now = time.monotonic()
+                pace.restart(report.sent, now)
             if send_every_s:
-                stop.requested.wait(max(0.0, started + report.sent * send_every_s - now))
+                stop.requested.wait(pace.delay(report.sent, now))
     finally:
         finish(producer, report, stop)
     return report, time.monotonic() - started

@@ -21,6 +21,7 @@ from ventas.lab.postgres_local import LocalPostgres, server_bindir
 # Consumers started by the tests serve no dashboard unless a test gives one a free port: two runs, or a
 # `make demo` beside them, never compete for the default port 8050.
 os.environ["DASHBOARD_PORT"] = "0"
+os.environ["METRICS_PORT"] = "0"
 # The suite starts many short-lived Spark JVMs (every spark-submit, the unit tests' session), on 2 cores
 # where the C2 compiler's threads cost more CPU than their optimized code saves in a run of seconds (a
 # consumer test took 35 % less CPU without C2). C1 alone runs the same bytecode to the same results.
@@ -87,6 +88,29 @@ def postgres_url(postgres_server: LocalPostgres) -> str:
     """The URL of a new database on the session's server, so tests never see each other's tables."""
     postgres_server.start()  # a no-op unless an earlier test left it stopped or killed
     return postgres_server.create_database(f"ventas_test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of the test's own, with a two-partition ventas-events, which it may freeze, stop and
+    start again on the same port and data without disturbing the other tests."""
+    broker = LocalBroker(free_port(), tmp_path / "broker")
+    broker.start(topics=("ventas-events",), partitions=2)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_postgres(postgres_bindir: Path, tmp_path: Path) -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of the test's own, which it stops and starts."""
+    server = LocalPostgres(free_port(), tmp_path / "postgres")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

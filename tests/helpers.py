@@ -113,6 +113,14 @@ def stored_totals(database: Path) -> dict[str, Decimal]:
         return {product: Decimal(total) for product, total in db.execute("SELECT * FROM product_totals")}
 
 
+def postgres_totals(url: str) -> dict[str, Decimal]:
+    """The product totals in a consumer's PostgreSQL database."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return dict(connection.execute("SELECT product, total_sales FROM product_totals").fetchall())
+
+
 def query_id(database: Path) -> str:
     """The id of the query (the checkpoint) whose totals a SQLite totals database holds."""
     with contextlib.closing(sqlite3.connect(database)) as db:
@@ -247,6 +255,35 @@ def start_producer(args: list[str]) -> subprocess.Popen:
         text=True,
         env=pipeline_env(),
     )
+
+
+def start_logging_producer(err: Path, *args: str) -> subprocess.Popen:
+    """producer.py ARGS with its progress lines (--log-level INFO) and status lines written to `err`,
+    to be read while it runs."""
+    with err.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "producer.py"), *args, "--log-level", "INFO"],
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+            env=pipeline_env(),
+        )
+
+
+def lines_with(out: Path, text: str) -> list[str]:
+    """The lines of a file a process writes that contain `text`."""
+    return [line for line in out.read_text().splitlines() if text in line]
+
+
+def wait_for_line(out: Path, process: subprocess.Popen, text: str, timeout_s: float = 120) -> str:
+    """The first line of `out` with `text` in it, once the running `process` has written it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if lines := lines_with(out, text):
+            return lines[0]
+        assert process.poll() is None, f"exited with {process.returncode}: {out.read_text()[-3000:]}"
+        time.sleep(0.2)
+    raise AssertionError(f"no line with {text!r} after {timeout_s:g} s: {out.read_text()[-3000:]}")
 
 
 def wait_for_table(

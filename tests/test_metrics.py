@@ -3,7 +3,9 @@ that are hostile to the text format, and every verdict of the health check."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -166,6 +168,26 @@ def test_healthz_answers_200_then_503_with_the_reason() -> None:
             b"the query failed: the totals database is unreachable\n",
         )
         assert scraped(state)["ventas_healthy"] == {(): 0}
+
+
+def test_a_wait_for_a_dependency_shows_in_health_metrics_and_page() -> None:
+    state = DashboardState("ventas-events")
+    state.show_progress(PROGRESS)
+    state.show_waiting("kafka", "Kafka at 127.0.0.1:9092", "no Kafka broker reachable at 127.0.0.1:9092 after 3s")
+    state.count_retry("kafka")
+    healthy, reason = health(state.monitoring(), 60, time.time() + 150)
+    assert not healthy
+    assert re.fullmatch(
+        r"waiting for Kafka at 127\.0\.0\.1:9092 since \d\d:\d\d:\d\d \(2 min\): no Kafka broker .*", reason
+    ), reason
+    metrics = scraped(state)
+    assert metrics["ventas_dependency_up"] == {(("dependency", "kafka"),): 0, (("dependency", "totals_db"),): 1}
+    assert metrics["ventas_dependency_retries_total"][(("dependency", "kafka"),)] == 1
+    assert json.loads(state.snapshot()[1])["waiting"].startswith("Waiting for Kafka at 127.0.0.1:9092 since ")
+    state.show_back("kafka")
+    assert health(state.monitoring(), 60, time.time())[0]
+    assert scraped(state)["ventas_dependency_up"][(("dependency", "kafka"),)] == 1
+    assert json.loads(state.snapshot()[1])["waiting"] is None
 
 
 def test_the_docs_list_every_metric_served_and_no_other() -> None:

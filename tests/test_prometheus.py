@@ -145,7 +145,7 @@ def test_prometheus_reads_the_consumers_counts_and_fires_the_stalled_alert(
         assert produced.returncode == 0, produced.stderr
         send_values(broker.bootstrap, topic, [b"not json at all", b"42"])
         port = free_port()
-        args = ["--dashboard-port", str(port), "--stalled-after", str(STALLED_AFTER_S)]
+        args = ["--dashboard-port", str(port), "--metrics-port", str(port), "--stalled-after", str(STALLED_AFTER_S)]
         consumer = start_consumer(consumer_args(broker.bootstrap, topic, tmp_path, *args), out)
         wait_for_table(out, consumer, summary_totals(summary))
         address = f"http://127.0.0.1:{port}/"

@@ -31,8 +31,6 @@ from tests.helpers import (
     wait_for_records,
     wait_for_table,
 )
-from ventas.lab.ports import free_port
-from ventas.lab.postgres_local import LocalPostgres
 from ventas.lab.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
 
 pytestmark = pytest.mark.integration
@@ -127,57 +125,6 @@ def wait_for_new_batch(database: Path, consumer: subprocess.Popen, after: int, t
             return counted
         time.sleep(0.001)
     raise AssertionError(f"no batch after {after} counted in {timeout_s} s (exit code {consumer.poll()})")
-
-
-@pytest.fixture
-def postgres(tmp_path: Path):
-    """A PostgreSQL server of this test's own, which it stops and starts."""
-    server = LocalPostgres(free_port(), tmp_path / "postgres")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
-def postgres_totals(url: str) -> dict[str, Decimal]:
-    import psycopg
-
-    with psycopg.connect(url) as connection:
-        return dict(connection.execute("SELECT product, total_sales FROM product_totals").fetchall())
-
-
-def test_postgresql_stopped_mid_stream_is_one_line_and_loses_no_batch(
-    kafka_bootstrap: str, topic: str, tmp_path: Path, postgres: LocalPostgres
-) -> None:
-    summary = tmp_path / "summary.json"
-    args = consumer_args(kafka_bootstrap, topic, tmp_path, "--totals-db", postgres.url)
-    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=10**9, rate=200, seed=35))
-    try:
-        out = tmp_path / "consumer.txt"
-        consumer = start_consumer(args, out)
-        try:
-            wait_for_table(out, consumer)
-            assert postgres.stop()
-            code = consumer.wait(180)
-        finally:
-            stop(consumer, signal.SIGKILL)
-        assert stop(producer, signal.SIGTERM) == 0
-    finally:
-        stop(producer)
-    assert code == 1, out.read_text()[-3000:]
-    lines = out.read_text().splitlines()
-    errors = [line for line in lines if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith(f"consumer.py: error: the totals database {postgres.url} "), lines[
-        -20:
-    ]
-    assert "was not counted, and runs again on the next start" in errors[0]
-    assert "Traceback" not in out.read_text()
-
-    postgres.start()
-    truth = summary_totals(summary)
-    assert final_totals(kafka_bootstrap, topic, tmp_path, "--totals-db", postgres.url) == truth
-    assert postgres_totals(postgres.url) == truth
 
 
 def test_a_second_consumer_with_another_checkpoint_is_refused(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:

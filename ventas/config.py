@@ -129,6 +129,10 @@ def bootstrap_list(servers: str) -> list[str]:
     return hosts
 
 
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def any_reachable(servers: str, timeout_s: float = 2.0) -> bool:
     """Whether any bootstrap server accepts a TCP connection now: tells a broker gone quiet from a
     missing topic when a Kafka client only says that it timed out."""

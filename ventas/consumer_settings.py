@@ -22,7 +22,7 @@ from ventas.config import (
     positive_int,
     true_or_false,
 )
-from ventas.dashboard import add_dashboard_arguments
+from ventas.dashboard import DEFAULT_PORT, add_dashboard_arguments, port_number
 from ventas.sale_windows import (
     DEFAULT_ALLOWED_LATENESS,
     DEFAULT_WINDOW_RETENTION,
@@ -56,6 +56,8 @@ class ConsumerSettings:
     dashboard_port: int
     dashboard_host: str
     stalled_after: float
+    metrics_port: int  # 0: no /metrics nor /healthz; the dashboard's port: served with the page
+    give_up_after: int | None  # seconds; None: wait for Kafka and the totals database for ever
     window: int  # seconds; 0: no windows
     sale_date_zone: str | None  # None: this machine's
     allowed_lateness: int
@@ -156,7 +158,27 @@ def build_parser() -> Parser:
         help="seconds without progress from the query, or behind Kafka's latest offsets without a committed "
         "batch, after which /healthz answers 503 and the stalled alert fires (env STALLED_AFTER; default %(default)s)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=env("METRICS_PORT"),
+        help="port of /metrics (Prometheus) and /healthz, on --dashboard-host; 0 turns them off (env "
+        f"METRICS_PORT; default the dashboard's port, or {DEFAULT_PORT} with --dashboard-port 0)",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=never_or_duration,
+        default=env("GIVE_UP_AFTER", "never"),
+        help="when Kafka or the totals database cannot be reached, the consumer waits and tries again; after "
+        "this long, e.g. '30s' or '10 minutes', it exits with status 1 for a supervisor to restart it "
+        "(env GIVE_UP_AFTER; default %(default)s)",
+    )
     return parser
+
+
+def never_or_duration(text: str) -> int | None:
+    """argparse type: 'never' (None), or a length of time in seconds (sale_windows.duration)."""
+    return None if text.strip().lower() == "never" else duration(text)
 
 
 def spark_interval(text: str) -> str:
@@ -179,7 +201,10 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
         if paths[name] is not None:
             _make_writable_directory(f"--{name.replace('_', '-')}", paths[name])
     paths["totals_db"] = args.totals_db or default_totals_db(args.topic, paths["checkpoint_location"])
-    return ConsumerSettings(**{**vars(args), **paths, "security": load_security(args.client_properties)})
+    metrics_port = args.metrics_port if args.metrics_port is not None else args.dashboard_port or DEFAULT_PORT
+    return ConsumerSettings(
+        **{**vars(args), **paths, "metrics_port": metrics_port, "security": load_security(args.client_properties)}
+    )
 
 
 def default_checkpoint_location(topic: str) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ventas.config import env
-from ventas.monitoring import Monitoring, partitions_behind
+from ventas.monitoring import Monitoring, Waiting, partitions_behind
 from ventas.sale_windows import CHART_SPAN_S, window_name
 from ventas.signals import print_status
 from ventas.table import sorted_totals
@@ -184,6 +184,7 @@ class DashboardState:
             "undated": 0,
             "rejected": 0,
             "stream": None,
+            "waiting": None,  # what the consumer waits for, in one line, while it waits
         }
 
     def _update(self, **changes: Any) -> None:
@@ -247,6 +248,21 @@ class DashboardState:
         )
         self._update(stream={**stream, "at": _now()})
 
+    def show_waiting(self, dependency: str, display: str, reason: str) -> None:
+        """The consumer waits for `dependency` (a name of monitoring.DEPENDENCIES), unreachable for `reason`."""
+        with self._changed:
+            self._monitoring.waiting[dependency] = Waiting(display, reason, time.time())
+        self._update(waiting=f"Waiting for {display} since {datetime.now():%H:%M:%S}: {reason}")
+
+    def count_retry(self, dependency: str) -> None:
+        with self._changed:
+            self._monitoring.retries[dependency] += 1
+
+    def show_back(self, dependency: str) -> None:
+        with self._changed:
+            self._monitoring.waiting.pop(dependency, None)
+        self._update(waiting=None)
+
     def show_failure(self, reason: str) -> None:
         """The query failed, for this reason (one line)."""
         with self._changed:
@@ -259,6 +275,8 @@ class DashboardState:
             return replace(
                 watched,
                 behind=dict(watched.behind),
+                waiting=dict(watched.waiting),
+                retries=dict(watched.retries),
                 batch_seconds_counts=list(watched.batch_seconds_counts),
             )
 
@@ -304,13 +322,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", "text/plain; charset=utf-8", body)
             return
         path = self.path.split("?", 1)[0]
-        if path == EVENT_STREAM and body:
-            self._stream_events()
-        elif path in self.server.routes:
+        page = self.server.page
+        if path in self.server.routes:
             self._send(*self.server.routes[path](), body)
-        elif path == "/data.json":
+        elif page and path == EVENT_STREAM and body:
+            self._stream_events()
+        elif page and path == "/data.json":
             self._send(HTTPStatus.OK, self.server.state.snapshot()[1].encode(), "application/json", body)
-        elif path in FILES:
+        elif page and path in FILES:
             name, content_type = FILES[path]
             self._send(HTTPStatus.OK, (STATIC / name).read_bytes(), content_type, body)
         else:
@@ -365,10 +384,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # an open event stream never keeps the consumer from exiting
 
-    def __init__(self, state: DashboardState, host: str, port: int, routes: Mapping[str, Route]) -> None:
+    def __init__(self, state: DashboardState, host: str, port: int, routes: Mapping[str, Route], page: bool) -> None:
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.state = state
         self.routes = routes
+        self.page = page
         super().__init__((host, port), _Handler)
         self.loopback_only = _is_loopback(self.server_address[0])
 
@@ -386,25 +406,27 @@ def _is_loopback(address: str) -> bool:
 
 @contextlib.contextmanager
 def serving(
-    state: DashboardState, host: str, port: int, routes: Mapping[str, Route] | None = None
+    state: DashboardState, host: str, port: int, routes: Mapping[str, Route] | None = None, page: bool = True
 ) -> Iterator[str | None]:
-    """Serve the page, and `routes`, while the block runs; yields its address, or None when port is 0 or the address
-    cannot be used. A dashboard that cannot start is one line on stderr, never a reason to stop the
-    consumer: the totals matter more than the page."""
+    """Serve the page (unless `page` is False), and `routes`, while the block runs; yields its address,
+    or None when port is 0 or the address cannot be used. A server that cannot start is one line on
+    stderr, never a reason to stop the consumer: the totals matter more than the page."""
     if port == 0:
         yield None
         return
+    what, flag = ("dashboard", "--dashboard-port") if page else ("metrics server", "--metrics-port")
     try:
-        server = _Server(state, host, port, routes or {})
+        server = _Server(state, host, port, routes or {}, page)
     except OSError as error:
         reason = error.strerror or str(error)
-        print_status(f"consumer: dashboard not started: cannot listen on {host}:{port}: {reason} (--dashboard-port)")
+        print_status(f"consumer: {what} not started: cannot listen on {host}:{port}: {reason} ({flag})")
         yield None
         return
-    thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=what, daemon=True)
     thread.start()
     address = url(host, server.server_address[1])
-    print_status(f"consumer: dashboard at {address}")
+    if page:
+        print_status(f"consumer: dashboard at {address}")
     try:
         yield address
     finally:

@@ -3,7 +3,8 @@ where a user wants one line now."""
 
 from __future__ import annotations
 
-from ventas.config import UserError
+from ventas.config import UserError, first_line
+from ventas.outages import Unavailable
 from ventas.security import KafkaSecurity, connect
 
 
@@ -32,3 +33,16 @@ def latest_offsets(
         return {tp.partition: end for tp, end in client.end_offsets(partitions).items()}
     finally:
         client.close()
+
+
+PROBE_TIMEOUT_S = 3.0  # short: a stop during a wait for the broker must not wait for the probe
+
+
+def probe_topic(bootstrap_servers: str, topic: str, security: KafkaSecurity) -> None:
+    """Raise Unavailable, with the reason, while the topic's brokers cannot be reached."""
+    try:
+        latest_offsets(bootstrap_servers, topic, PROBE_TIMEOUT_S, security)
+    except UserError as error:
+        raise Unavailable(str(error).split(" (start one with")[0]) from None
+    except Exception as error:  # kafka-python's own, from a broker that answers half-way
+        raise Unavailable(first_line(error)) from None

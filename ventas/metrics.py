@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http import HTTPStatus
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ventas.dashboard import DashboardState, Route
-from ventas.monitoring import BATCH_SECONDS_BOUNDS, Monitoring
+from ventas.monitoring import BATCH_SECONDS_BOUNDS, DEPENDENCIES, Monitoring
+from ventas.outages import waited_for
 from ventas.totals_db import StoredTotals
 
 METRICS_PATH, HEALTH_PATH = "/metrics", "/healthz"
 
 
 def health(watched: Monitoring, stalled_after_s: float, now: float) -> tuple[bool, str]:
-    """Whether the query is healthy, and why not in one line: it failed; it has made no progress
-    (not even an idle one) for longer than `stalled_after_s`, as when Kafka is unreachable; or it
-    has been behind the latest offsets without committing a batch for that long."""
+    """Whether the query is healthy, and why not in one line: it failed; it waits for Kafka or the
+    totals database; it has made no progress (not even an idle one) for longer than `stalled_after_s`,
+    as before the query notices that Kafka is gone; or it has been behind the latest offsets without
+    committing a batch for that long."""
     if watched.failure:
         return False, f"the query failed: {watched.failure}"
+    for waiting in watched.waiting.values():
+        since = f"{datetime.fromtimestamp(waiting.since):%H:%M:%S} ({waited_for(now - waiting.since)})"
+        return False, f"waiting for {waiting.display} since {since}: {waiting.reason}"
     progress_at = watched.progress_at or watched.started_at
     if now - progress_at > stalled_after_s:
         since = "since the consumer started" if watched.progress_at is None else "from the query"
@@ -111,6 +117,17 @@ class ConsumerCollector:
             "Records behind the latest offsets, all partitions",
             sum(watched.behind.values()),
         )
+        up = GaugeMetricFamily(
+            "ventas_dependency_up", "0 while the consumer waits for this dependency, else 1", labels=["dependency"]
+        )
+        retries = CounterMetricFamily(
+            "ventas_dependency_retries", "Tries to reach a dependency while waiting for it", labels=["dependency"]
+        )
+        for dependency in DEPENDENCIES:
+            up.add_metric([dependency], int(dependency not in watched.waiting))
+            retries.add_metric([dependency], watched.retries[dependency])
+        yield up
+        yield retries
         yield batch_seconds(watched)
         yield gauge("ventas_stalled_after_seconds", "The consumer's --stalled-after threshold", self.stalled_after_s)
         healthy, _ = health(watched, self.stalled_after_s, time.time())

@@ -12,6 +12,16 @@ from typing import Any
 from ventas.totals_db import StoredTotals
 
 BATCH_SECONDS_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)  # the batch duration histogram's buckets
+DEPENDENCIES = ("kafka", "totals_db")  # what the consumer waits for when it cannot reach it
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A wait for a dependency: whom (as the console names it), why, since when (Unix seconds)."""
+
+    display: str
+    reason: str
+    since: float
 
 
 @dataclass
@@ -30,6 +40,8 @@ class Monitoring:
     batch_seconds_counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SECONDS_BOUNDS) + 1))
     batch_seconds_sum: float = 0.0
     failure: str | None = None
+    waiting: dict[str, Waiting] = field(default_factory=dict)  # by dependency, while it cannot be reached
+    retries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DEPENDENCIES, 0))
 
     @property
     def batch_id(self) -> int | None:

@@ -23,12 +23,13 @@ DEFAULT_WINDOW_RETENTION = "2 days"
 
 
 def duration(text: str) -> int:
-    """argparse type: a length of time as Spark writes intervals ('1 minute', '90 seconds', '2 days') or
-    '0', in whole seconds."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:(second|minute|hour|day)s?)?\s*", text, flags=re.IGNORECASE)
-    if not match or (match[2] is None and int(match[1]) != 0):
+    """argparse type: a length of time as Spark writes intervals ('1 minute', '90 seconds', '2 days'),
+    or shortened ('30s', '5m', '1h', '2d'), or '0', in whole seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:(second|minute|hour|day)s?|([smhd]))?\s*", text, flags=re.IGNORECASE)
+    if not match or (match[2] is None and match[3] is None and int(match[1]) != 0):
         raise argparse.ArgumentTypeError(f"not a length of time like '1 minute' or '90 seconds': {text!r}")
-    return int(match[1]) * SECONDS_PER_UNIT[(match[2] or "second").lower()]
+    unit = (match[2] or match[3] or "s").lower()
+    return int(match[1]) * next(seconds for name, seconds in SECONDS_PER_UNIT.items() if name.startswith(unit))
 
 
 def describe(seconds: int) -> str:

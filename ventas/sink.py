@@ -9,12 +9,14 @@ from datetime import datetime, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
+from ventas.config import UserError
 from ventas.dashboard import DashboardState
+from ventas.outages import Dependency, Waits, WaitStopped
 from ventas.sale_windows import WindowSettings, chart_start, describe
 from ventas.signals import StopRequest, print_status
 from ventas.spark_workarounds import BatchCutShort, short_error_on_stop
 from ventas.table import format_batch
-from ventas.totals_db import NO_BATCH, BatchCounts, StoredTotals, TotalsDb, TotalsDbError
+from ventas.totals_db import NO_BATCH, BatchCounts, StoredTotals, TotalsDb
 from ventas.transforms import batch_counts, batch_totals, parse_orders, rejected_records
 from ventas.upgrade import LEGACY_QUERY, LegacyTotals
 
@@ -36,8 +38,11 @@ class TotalsSink:
         dashboard: DashboardState | None,
         stop: StopRequest,
         windows: WindowSettings,
+        waits: Waits,
     ) -> None:
         self.db = db
+        self.waits = waits
+        self.db_dependency = Dependency("totals_db", f"the totals database {db.display}")
         self.windows = windows
         self.newest_sale_at: datetime | None = None  # of the batches committed, for the next one's late orders
         self.rejected_path = rejected_path
@@ -65,17 +70,21 @@ class TotalsSink:
                 rejects = rejected_records(parsed).coalesce(1).write.mode("overwrite")
                 rejects.json(f"{self.rejected_path}/batch_id={batch_id}")  # a batch run again rewrites its own
         try:
-            stored, _ = self.db.commit(self.checkpoint_id, batch_id, counts)
-        except TotalsDbError as error:
+            stored, _ = self.waits.retry(
+                self.db_dependency, lambda: self.db.commit(self.checkpoint_id, batch_id, counts)
+            )
+            self.newest_sale_at = stored.newest_sale_at
+            print(format_batch(batch_id, stored.totals), flush=True)
+            if counts.rejected or counts.late or counts.undated:
+                print(self._set_aside_line(batch_id, counts, stored), flush=True)
+            if self.dashboard:
+                self.dashboard.show_totals(stored, counts.newest_record_at)
+                self._show_windows()
+        except WaitStopped:
+            raise BatchCutShort(batch_id) from None
+        except UserError as error:  # a database that is not this checkpoint's, or --give-up-after
             self.failure = f"{error}; batch {batch_id} was not counted, and runs again on the next start"
             raise
-        self.newest_sale_at = stored.newest_sale_at
-        print(format_batch(batch_id, stored.totals), flush=True)
-        if counts.rejected or counts.late or counts.undated:
-            print(self._set_aside_line(batch_id, counts, stored), flush=True)
-        if self.dashboard:
-            self.dashboard.show_totals(stored, counts.newest_record_at)
-            self._show_windows()
         self.last_batch = batch_id
 
     def _late_before(self) -> int | None:
@@ -107,7 +116,8 @@ class TotalsSink:
     def _show_windows(self) -> None:
         if self.dashboard and self.windows.length_s and self.newest_sale_at:
             start = chart_start(self.newest_sale_at, self.windows.length_s)
-            self.dashboard.show_windows(self.db.windows_since(start), self.windows.length_s)
+            windows = self.waits.retry(self.db_dependency, lambda: self.db.windows_since(start))
+            self.dashboard.show_windows(windows, self.windows.length_s)
 
     def claim(self, query: StreamingQuery, location: str, legacy: LegacyTotals | None) -> None:
         """Once the query has started (its id names the checkpoint): claim the database for its checkpoint,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+from pyspark.sql.streaming import StreamingQuery
 
 from ventas.config import UserError
 from ventas.signals import StopRequest
@@ -29,15 +29,9 @@ SPARK_55271 = 'Cannot invoke "scala.collection.IterableOps.map(scala.Function1)"
 SPARK_55271_RESTARTS = 3  # per run: one is enough (the next first batch is planned afresh)
 
 
-def restart_after_spark_55271(
-    error: StreamingQueryException, failed: StreamingQuery, writer: DataStreamWriter, restarts_so_far: int
-) -> StreamingQuery:
-    """The query started again when it failed with SPARK-55271; otherwise `error` raised."""
-    if SPARK_55271 not in str(error) or restarts_so_far >= SPARK_55271_RESTARTS:
-        raise error
-    log.info("query %s: started again after Spark's SPARK-55271", failed.name)
-    wait_until_released(failed)
-    return writer.start()
+def is_spark_55271(error: StreamingQueryException, restarts_so_far: int) -> bool:
+    """Whether a failed query is to be started again for SPARK-55271 (at most SPARK_55271_RESTARTS times)."""
+    return SPARK_55271 in str(error) and restarts_so_far < SPARK_55271_RESTARTS
 
 
 def wait_until_released(failed: StreamingQuery) -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ventas.config import EXIT_USAGE, UserError
+from ventas.config import EXIT_USAGE, UserError, first_line
+from ventas.outages import Unavailable
 from ventas.sale_windows import WindowSettings, describe, window_name, window_start
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -42,7 +43,8 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 MONEY_CONTEXT = decimal.Context(prec=38, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
 CENTS = Decimal("0.01")
 NO_BATCH = -1
-CONNECT_TIMEOUT_S = 10  # PostgreSQL: then the consumer says it is unreachable
+CONNECT_TIMEOUT_S = 3  # PostgreSQL: then the consumer says it waits (a stop must not wait longer)
+BUSY_TIMEOUT_S = 2  # SQLite, held by another writer: then the consumer says it waits
 
 
 class TotalsDbError(UserError):
@@ -155,6 +157,7 @@ class TotalsDb(abc.ABC):
     begin = "BEGIN"
     begin_read = "BEGIN"  # one snapshot for all the reads of a transaction, blocking no writer
     errors: tuple[type[Exception], ...] = ()
+    unavailable_errors: tuple[type[Exception], ...] = ()  # the server gone, the file locked: worth a wait
 
     def __init__(self, display: str) -> None:
         self.display = display  # the database as a user named it, without a password
@@ -165,15 +168,16 @@ class TotalsDb(abc.ABC):
     @staticmethod
     def open(target: str) -> TotalsDb:
         """`postgresql://...` or a SQLite file's path; tables created if missing."""
-        if urlsplit(target).scheme in POSTGRES_SCHEMES:
-            return PostgresTotals(target)
         path = sqlite_path(target)
-        if path is None:
+        if path is None and urlsplit(target).scheme not in POSTGRES_SCHEMES:
             raise TotalsDbError(
                 f"--totals-db {target!r}: expected a SQLite file's path or postgresql://USER@HOST:PORT/DATABASE",
                 EXIT_USAGE,
             )
-        return SqliteTotals(path)
+        try:
+            return SqliteTotals(path) if path else PostgresTotals(target)
+        except Unavailable as error:  # at start, a wrong address more likely than an outage: no wait
+            raise TotalsDbError(f"the totals database {path or target} is unreachable: {error}") from None
 
     # ---------------------------------------------------------------- what the consumer calls
 
@@ -444,6 +448,8 @@ class TotalsDb(abc.ABC):
                 if self._db is not None:
                     with contextlib.suppress(Exception):
                         self._db.execute("ROLLBACK")
+                if isinstance(error, self.unavailable_errors):
+                    raise Unavailable(first_line(error)) from None
                 if isinstance(error, self.errors):
                     raise TotalsDbError(f"the totals database {self.display} failed: {first_line(error)}") from None
                 raise
@@ -477,6 +483,7 @@ class SqliteTotals(TotalsDb):
 
     begin = "BEGIN IMMEDIATE"  # the write lock at once: a second writer waits here, not halfway
     errors = (sqlite3.Error,)
+    unavailable_errors = (sqlite3.OperationalError,)  # locked by another writer, a full disk
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
@@ -484,7 +491,7 @@ class SqliteTotals(TotalsDb):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # check_same_thread off: Spark calls foreachBatch on a py4j thread; _lock serializes the uses.
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
         except (OSError, sqlite3.Error) as error:
@@ -529,7 +536,8 @@ class PostgresTotals(TotalsDb):
         except ImportError:
             raise TotalsDbError("--totals-db postgresql://... needs psycopg: pip install -r requirements.txt") from None
         super().__init__(url)
-        self.url, self.errors, self._psycopg = url, (psycopg.Error,), psycopg
+        self.url, self._psycopg = url, psycopg
+        self.errors, self.unavailable_errors = (psycopg.Error,), (psycopg.OperationalError,)
         self._create_tables()
 
     def _connection(self) -> Any:
@@ -542,7 +550,7 @@ class PostgresTotals(TotalsDb):
                     application_name="ventas-consumer",
                 )
             except self._psycopg.Error as error:
-                raise TotalsDbError(f"the totals database {self.display} is unreachable: {first_line(error)}") from None
+                raise Unavailable(first_line(error)) from None
         return self._db
 
     def _money(self, amount: Decimal) -> Decimal:
@@ -564,10 +572,6 @@ def sqlite_path(target: str) -> Path | None:
     if len(parts.scheme) > 1:  # a one-letter "scheme" is a Windows drive
         return None
     return Path(target).expanduser()
-
-
-def first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _window_name(length_s: int) -> str:

@@ -92,6 +92,7 @@ def main() -> None:
         totals_db = env("TOTALS_DB") or default_totals_db(args.topic, checkpoint_location)
     print_status(f"demo: totals database {totals_db}")
     dashboard = ["--dashboard-port", str(args.dashboard_port), "--dashboard-host", args.dashboard_host]
+    dashboard += ["--metrics-port", str(args.dashboard_port)]  # the metrics beside the page, as said above
     consumer = ["--bootstrap-servers", kafka.bootstrap, "--topic", args.topic, "--totals-db", totals_db, *dashboard]
     if args.cluster:
         consumer += [

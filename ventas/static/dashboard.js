@@ -217,7 +217,12 @@ function render(view) {
   byId("behind").textContent = behind(stream.offsets_behind);
   byId("batch-rows").textContent = stream.rows === undefined ? "–" : grouped(stream.rows);
   byId("stream-at").textContent = stream.at ? ` (the last one at ${clock(stream.at)})` : "";
+  // Kafka or the totals database unreachable: the consumer waits for it, and says so here.
+  if (view.waiting) status("waiting", view.waiting);
+  else if (byId("status").dataset.state === "waiting") status("live", LIVE);
 }
+
+const LIVE = "Live: updates after every micro-batch";
 
 function status(state, text) {
   byId("status").dataset.state = state;
@@ -226,7 +231,7 @@ function status(state, text) {
 
 function connect() {
   const events = new EventSource("events");
-  events.onopen = () => status("live", "Live: updates after every micro-batch");
+  events.onopen = () => status("live", LIVE);
   events.onmessage = (message) => render(JSON.parse(message.data));
   // The browser reconnects by itself: after a consumer restart the page carries on.
   events.onerror = () => status("lost", "Consumer not reachable: retrying…");
