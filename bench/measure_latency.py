@@ -164,6 +164,13 @@ NO_WINDOWS = "ours, windows off (--window 0)"
 CONSUMERS = ("ours", NO_WINDOWS, SCRAPED, "ours, PostgreSQL", "naive")
 
 
+def page_and_metrics(port: int | None = None) -> list[str]:
+    """Our consumer's flags for its page, /metrics and /healthz on one port (a free one by default), as
+    `make demo` serves them, whatever METRICS_PORT the environment has."""
+    port = port or free_port()
+    return ["--dashboard-port", str(port), "--metrics-port", str(port)]
+
+
 def measured_consumers(
     broker: LocalBroker, state: str, postgres: LocalPostgres, args: argparse.Namespace
 ) -> dict[str, Measured]:
@@ -190,13 +197,13 @@ def measured_consumers(
     sqlite = ["--totals-db", f"{state}/TOPIC/totals.sqlite3"]
     scraped_port = free_port()
     consumers = {
-        "ours": Measured([*ours, *sqlite, "--dashboard-port", str(free_port())]),
-        NO_WINDOWS: Measured([*ours, *sqlite, "--window", "0", "--dashboard-port", str(free_port())]),
+        "ours": Measured([*ours, *sqlite, *page_and_metrics()]),
+        NO_WINDOWS: Measured([*ours, *sqlite, "--window", "0", *page_and_metrics()]),
         SCRAPED: Measured(
-            [*ours, *sqlite, "--dashboard-port", str(scraped_port)], scraped=f"http://127.0.0.1:{scraped_port}/metrics"
+            [*ours, *sqlite, *page_and_metrics(scraped_port)], scraped=f"http://127.0.0.1:{scraped_port}/metrics"
         ),
         "ours, PostgreSQL": Measured(
-            [*ours, "--totals-db", postgres.database_url("TOPIC"), "--dashboard-port", str(free_port())], postgres
+            [*ours, "--totals-db", postgres.database_url("TOPIC"), *page_and_metrics()], postgres
         ),
         "naive": Measured(spark_submit_command([broker.bootstrap, "TOPIC"], BENCH / "naive_consumer.py")),
     }
