@@ -99,11 +99,12 @@ def test_the_state_shows_the_totals_and_the_counts_of_the_totals_query() -> None
             committed_at="2025-05-12T15:33:35+00:00",
             late=4,
             undated=1,
+            future=2,
         )
     )
     view = json.loads(state.snapshot()[1])
     assert (view["orders"], view["rejected"], view["grand_total"], view["batch"]) == (13, 2, "2000.10", 3)
-    assert (view["late"], view["undated"]) == (4, 1)
+    assert (view["late"], view["undated"], view["future"]) == (4, 1, 2)
     assert view["batch_time"] == "2025-05-12T15:33:35.000+00:00"
     state.show_progress(PROGRESS)
     state.show_idle()
@@ -288,6 +289,7 @@ def page_reading(driver: Any) -> dict[str, Any]:
         "orders": text("orders"),
         "late": text("late"),
         "undated": text("undated"),
+        "future": text("future"),
         "rejected": text("rejected"),
         "windows": chart_bars(driver),
         "batch": text("batch"),
@@ -333,12 +335,14 @@ def test_the_chart_draws_a_bar_per_window_and_follows_each_new_set_of_windows(br
     from selenium.webdriver.common.by import By
 
     state = DashboardState("ventas-events")
-    state.show_totals(StoredTotals(batch_id=2, totals={"Laptop": Decimal("6000.00")}, orders=6, late=2, undated=1))
+    state.show_totals(
+        StoredTotals(batch_id=2, totals={"Laptop": Decimal("6000.00")}, orders=6, late=2, undated=1, future=3)
+    )
     with serving(state, "127.0.0.1", free_port()) as address:
         assert address
         browser.get(address)
         page = wait_for_page(browser, lambda page: page["orders"] == "6", "the totals of batch 2")
-        assert (page["late"], page["undated"], page["windows"]) == ("2", "1", {})
+        assert (page["late"], page["undated"], page["future"], page["windows"]) == ("2", "1", "3", {})
         assert browser.find_element(By.ID, "windows-empty").is_displayed()  # no windows yet: a line of text
 
         state.show_windows(

@@ -47,6 +47,7 @@ STORED = StoredTotals(
     "2025-05-12T15:33:35+00:00",
     late=3,
     undated=1,
+    future=2,
 )
 
 
@@ -68,6 +69,7 @@ def test_the_metrics_are_the_committed_counts_and_the_querys_progress() -> None:
     metrics = scraped(state)
     assert metrics["ventas_orders_total"] == {(): 13}
     assert (metrics["ventas_late_orders_total"], metrics["ventas_undated_orders_total"]) == ({(): 3}, {(): 1})
+    assert metrics["ventas_future_orders_total"] == {(): 2}
     assert metrics["ventas_rejected_records_total"] == {
         (("reason", "missing order_id"),): 2,
         (("reason", "not valid UTF-8"),): 1,

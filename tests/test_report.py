@@ -50,7 +50,7 @@ def no_pipeline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def consumer_db(totals_target: str, window_s: int = 60) -> Iterator[TotalsDb]:
     """A database as the consumer leaves it at its start: windows of `window_s`, claimed by its checkpoint."""
     with contextlib.closing(TotalsDb.open(totals_target)) as db:
-        db.use_windows(WindowSettings(window_s, 120, 0))  # retention 0: no window pruned
+        db.use_windows(WindowSettings(window_s, 120, 0, 86400))  # retention 0: no window pruned
         db.claim("q1", "/cp")
         yield db
 

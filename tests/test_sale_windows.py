@@ -1,4 +1,4 @@
-"""Sales per window of sale_date, on static DataFrames: the windows, the late and the undated orders."""
+"""Sales per window of sale_date, on static DataFrames: the windows, the late, undated and future orders."""
 
 from __future__ import annotations
 
@@ -35,9 +35,15 @@ def session_zone(spark) -> Iterator[Callable[[str], None]]:
     spark.conf.set("spark.sql.session.timeZone", before)
 
 
-def counts(spark, values: list[bytes], window_s: int = 60, late_before: datetime | None = None):
-    late = int(late_before.timestamp()) if late_before else None
-    rows = batch_totals(parse_orders(kafka_rows(spark, values)), window_s, late).collect()
+def counts(
+    spark,
+    values: list[bytes],
+    window_s: int = 60,
+    late_before: datetime | None = None,
+    future_after: datetime | None = None,
+):
+    late, future = (int(when.timestamp()) if when else None for when in (late_before, future_after))
+    rows = batch_totals(parse_orders(kafka_rows(spark, values)), window_s, late, future).collect()
     return batch_counts(rows, windows=bool(window_s))
 
 
@@ -109,6 +115,16 @@ def test_orders_before_the_threshold_are_late_and_still_in_their_window(spark, s
     assert batch.late == 1
 
 
+def test_orders_after_the_future_threshold_count_in_the_totals_only(spark, session_zone) -> None:
+    session_zone("UTC")
+    values = [dated("12/05/2025 15:33:35", LAPTOP), dated("12/05/2026 09:00:00", MOUSE), dated("13/05/2025 15:33:36")]
+    batch = counts(spark, values, late_before=at("2025-05-12T15:30:00"), future_after=at("2025-05-13T15:33:35"))
+    assert batch.totals == {"Laptop": Decimal("2000.00"), "Mouse": Decimal("19.98")}
+    assert (batch.orders, batch.future, batch.undated, batch.late) == (3, 2, 0, 0)
+    assert batch.windows == {at("2025-05-12T15:33:00"): WindowCounts(1, 0, {"Laptop": Decimal("2000.00")})}
+    assert batch.newest_sale_at == at("2025-05-12T15:33:35")  # the future moves neither late orders nor the chart
+
+
 def test_sale_date_is_read_in_the_sessions_zone(spark, session_zone) -> None:
     session_zone("America/Sao_Paulo")  # UTC-03:00, no summer time since 2019
     batch = counts(spark, [dated("12/05/2025 15:33:35", LAPTOP)])
@@ -121,15 +137,15 @@ def test_without_windows_nothing_is_parsed_nor_undated(spark) -> None:
     assert batch.totals == {"Laptop": Decimal("2000.00")}
 
 
-def test_a_new_late_threshold_compiles_no_new_code(spark) -> None:
-    """Each batch has its own threshold: Spark must find the batch's generated code in its cache, not
-    compile it again (as it did for a long literal written into the code)."""
+def test_a_new_threshold_compiles_no_new_code(spark) -> None:
+    """Each batch has its own thresholds (late, future): Spark must find the batch's generated code in its
+    cache, not compile it again (as it did for a long literal written into the code)."""
     rows = [("t", 0, i, b"k", dated(f"12/05/2025 15:{i % 60:02d}:00", LAPTOP)) for i in range(100)]
     kafka = spark.createDataFrame(rows, "topic string, partition int, offset long, key binary, value binary")
     parsed = parse_orders(kafka.selectExpr("*", "cast(offset as timestamp) as timestamp"))  # no literal per query
     compilations = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
-    batch_totals(parsed, 60, 1747063000).collect()
+    batch_totals(parsed, 60, 1747063000, 1747150000).collect()
     before = compilations.getCount()
     for threshold in (1747063007, 1747063100, 1747064000):
-        batch_totals(parsed, 60, threshold).collect()
+        batch_totals(parsed, 60, threshold, threshold + 86400).collect()
     assert compilations.getCount() == before

@@ -148,14 +148,14 @@ def test_an_unreachable_postgresql_is_one_line() -> None:
     assert " is unreachable: " in str(error.value) and "\n" not in str(error.value)
 
 
-MINUTE = WindowSettings(length_s=60, allowed_lateness_s=120, retention_s=3600)
+MINUTE = WindowSettings(length_s=60, allowed_lateness_s=120, retention_s=3600, allowed_future_s=86400)
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def windowed(orders_at: dict[str, tuple[int, int, dict[str, str]]], undated: int = 0) -> BatchCounts:
+def windowed(orders_at: dict[str, tuple[int, int, dict[str, str]]], undated: int = 0, future: int = 0) -> BatchCounts:
     windows = {
         at(start): WindowCounts(n, late, {p: Decimal(t) for p, t in sales.items()})
         for start, (n, late, sales) in orders_at.items()
@@ -164,18 +164,19 @@ def windowed(orders_at: dict[str, tuple[int, int, dict[str, str]]], undated: int
     for window in windows.values():
         totals = add_money(totals, window.totals)
     newest = max(windows) + timedelta(seconds=59) if windows else None
-    return BatchCounts(totals, sum(w.orders for w in windows.values()) + undated, {}, None, windows, undated, newest)
+    orders = sum(w.orders for w in windows.values()) + undated + future
+    return BatchCounts(totals, orders, {}, None, windows, undated, newest, future)
 
 
 def test_windows_are_added_to_in_the_batchs_transaction_once(db: TotalsDb) -> None:
     db.use_windows(MINUTE)
     db.claim("q1", "/cp")
     db.commit("q1", 0, windowed({"2025-05-12T15:33:00": (2, 0, {"Laptop": "2000.00", "Mouse": "0.10"})}, undated=1))
-    second = windowed({"2025-05-12T15:33:00": (1, 1, {"Mouse": "0.20"}), "2025-05-12T15:34:00": (1, 0, {})})
+    second = windowed({"2025-05-12T15:33:00": (1, 1, {"Mouse": "0.20"}), "2025-05-12T15:34:00": (1, 0, {})}, future=2)
     db.commit("q1", 1, second)
     stored, replayed = db.commit("q1", 1, second)
 
-    assert replayed and (stored.late, stored.undated) == (1, 1)
+    assert replayed and (stored.late, stored.undated, stored.future) == (1, 1, 2)
     assert stored.newest_sale_at == at("2025-05-12T15:34:59")
     assert stored.totals == {"Laptop": Decimal("2000.00"), "Mouse": Decimal("0.30")}
     assert db.windows_since(at("2025-05-12T15:00:00")) == [
@@ -208,7 +209,7 @@ def test_the_window_length_is_fixed_per_database(totals_target: str) -> None:
         assert again.window_length() == 60
         for other, named in ((300, "5-minute window"), (0, "no window")):
             with pytest.raises(TotalsDbError, match=f"per 1-minute window, not per {named}") as refused:
-                again.use_windows(WindowSettings(other, 120, 3600))
+                again.use_windows(WindowSettings(other, 120, 3600, 86400))
             assert "--window '1 minute'" in str(refused.value) and "\n" not in str(refused.value)
             assert refused.value.exit_code == EXIT_USAGE
 
@@ -216,13 +217,25 @@ def test_the_window_length_is_fixed_per_database(totals_target: str) -> None:
 def test_a_claim_starts_the_windows_over(db: TotalsDb) -> None:
     db.use_windows(MINUTE)
     db.claim("q1", "/cp")
-    db.commit("q1", 0, windowed({"2025-05-12T15:33:00": (1, 1, {"Laptop": "1.00"})}, undated=1))
+    db.commit("q1", 0, windowed({"2025-05-12T15:33:00": (1, 1, {"Laptop": "1.00"})}, undated=1, future=1))
     with contextlib.closing(TotalsDb.open(db.display)) as reopened:
         reopened._connection().execute("DELETE FROM stream_progress")  # unclaimed, as after a recount
         reopened.use_windows(MINUTE)
         claimed = reopened.claim("q2", "/cp2")
-        assert (claimed.late, claimed.undated, claimed.newest_sale_at) == (0, 0, None)
+        assert (claimed.late, claimed.undated, claimed.future, claimed.newest_sale_at) == (0, 0, 0, None)
         assert reopened.last_windows(10) == []
+
+
+def test_a_database_of_an_earlier_version_gets_the_future_orders_column(db: TotalsDb) -> None:
+    db.use_windows(MINUTE)
+    db.claim("q1", "/cp")
+    db.commit("q1", 0, windowed({"2025-05-12T15:33:00": (1, 0, {"Laptop": "1.00"})}))
+    db._connection().execute("ALTER TABLE sales_over_time DROP COLUMN future_orders")  # as they created it
+    with contextlib.closing(TotalsDb.open(db.display)) as upgraded:
+        assert upgraded.read().future == 0
+        upgraded.use_windows(MINUTE)
+        stored, _ = upgraded.commit("q1", 1, windowed({}, future=3))
+        assert (stored.future, stored.orders, upgraded.read().future) == (3, 4, 3)
 
 
 def test_the_default_totals_db_follows_the_checkpoint(tmp_path: Path) -> None:

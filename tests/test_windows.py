@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,6 +26,7 @@ from tests.helpers import (
     producer_args,
     run_consumer,
     run_producer,
+    send_values,
     start_consumer,
     start_producer,
     stored_totals,
@@ -33,6 +34,7 @@ from tests.helpers import (
     summary_windows,
     wait_for_table,
 )
+from tests.reject_examples import order
 from ventas.lab.processes import ROOT, pipeline_env, stop
 
 pytestmark = pytest.mark.integration
@@ -106,6 +108,33 @@ def test_every_window_and_the_late_count_equal_the_producers(kafka_bootstrap: st
     assert refused.returncode == 2, refused.stdout + refused.stderr
     said = [line for line in printed_lines(refused) if "totals sales per 1-minute window" in line]
     assert said and said[0].startswith("consumer.py: error: "), refused.stdout + refused.stderr
+
+
+def test_orders_dated_next_year_count_apart_and_move_neither_late_orders_nor_the_chart(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    today, later = tmp_path / "today.json", tmp_path / "later.json"
+    produce(kafka_bootstrap, topic, today, 300, 0, 46)
+    next_year = datetime.now(ZoneInfo(ZONE[1])) + timedelta(days=365)
+    lines = [{"name": "Laptop", "cantidad": 1, "price": 1500}, {"name": "Mouse", "cantidad": 3, "price": 9.99}]
+    dated = [order(*lines, order_id=f"f-{n}", sale_date=f"{next_year:%d/%m/%Y %H:%M:%S}") for n in range(3)]
+    send_values(kafka_bootstrap, topic, dated)
+    said = catch_up(kafka_bootstrap, topic, tmp_path)
+    # Had the orders of next year moved the newest sale_date, every order from now on would be late.
+    produce(kafka_bootstrap, topic, later, 300, 0, 47)
+    said += catch_up(kafka_bootstrap, topic, tmp_path)
+
+    database = tmp_path / "totals.sqlite3"
+    future_sales = Counter({"Laptop": Decimal("4500.00"), "Mouse": Decimal("89.91")})
+    assert stored_totals(database) == dict(Counter(product_truth(today, later)) + future_sales)
+    assert stored_windows(database) == truth(today, later)  # nothing in next year's windows
+    with contextlib.closing(sqlite3.connect(database)) as shell:
+        counts = "SELECT late_orders, undated_orders, future_orders, newest_sale_date FROM sales_over_time"
+        late, undated, future, newest = shell.execute(counts).fetchone()
+    assert (late, undated, future) == (0, 0, 3)
+    assert datetime.fromisoformat(newest) < datetime.now(UTC)  # the chart ends at today's orders
+    future_lines = [line for line in said if line.startswith("Future: 3 orders in batch ")]
+    assert future_lines and "more than 1 day ahead of this machine's clock" in future_lines[0], said
 
 
 def summary_windows_late(summary: Path) -> int:

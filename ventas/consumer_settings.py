@@ -24,6 +24,7 @@ from ventas.config import (
 )
 from ventas.dashboard import DEFAULT_PORT, add_dashboard_arguments, port_number
 from ventas.sale_windows import (
+    DEFAULT_ALLOWED_FUTURE,
     DEFAULT_ALLOWED_LATENESS,
     DEFAULT_WINDOW_RETENTION,
     WindowSettings,
@@ -62,11 +63,12 @@ class ConsumerSettings:
     sale_date_zone: str | None  # None: this machine's
     allowed_lateness: int
     window_retention: int
+    allowed_future: int
     security: KafkaSecurity
 
     @property
     def windows(self) -> WindowSettings:
-        return WindowSettings(self.window, self.allowed_lateness, self.window_retention)
+        return WindowSettings(self.window, self.allowed_lateness, self.window_retention, self.allowed_future)
 
 
 def build_parser() -> Parser:
@@ -149,6 +151,14 @@ def build_parser() -> Parser:
         default=env("WINDOW_RETENTION", DEFAULT_WINDOW_RETENTION),
         help="windows older than this before the newest sale_date are deleted from the totals database; 0 "
         "keeps every window (env WINDOW_RETENTION; default %(default)s)",
+    )
+    parser.add_argument(
+        "--allowed-future",
+        type=duration,
+        default=env("ALLOWED_FUTURE", DEFAULT_ALLOWED_FUTURE),
+        help="an order whose sale_date is more than this ahead of this machine's clock is in the future: "
+        "counted in the product totals and as in the future, in no window, and it moves neither the newest "
+        "sale_date nor the chart (env ALLOWED_FUTURE; default %(default)s)",
     )
     add_dashboard_arguments(parser)
     parser.add_argument(

@@ -182,6 +182,7 @@ class DashboardState:
             "orders": 0,
             "late": 0,
             "undated": 0,
+            "future": 0,
             "rejected": 0,
             "stream": None,
             "waiting": None,  # what the consumer waits for, in one line, while it waits
@@ -212,6 +213,7 @@ class DashboardState:
             orders=stored.orders,
             late=stored.late,
             undated=stored.undated,
+            future=stored.future,
             rejected=stored.rejected_total,
         )
 

@@ -70,6 +70,11 @@ class ConsumerCollector:
             "Valid orders without a usable sale_date, in the totals but no window",
             stored.undated,
         )
+        yield counter(
+            "ventas_future_orders",
+            "Valid orders with a sale_date more than --allowed-future ahead of the clock, in the totals but no window",
+            stored.future,
+        )
         rejected = CounterMetricFamily("ventas_rejected_records", "Records rejected, by reason", labels=["reason"])
         for reason, records in sorted(stored.rejected.items()):
             rejected.add_metric([reason], records)

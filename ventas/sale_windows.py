@@ -19,6 +19,7 @@ from ventas.config import env
 SECONDS_PER_UNIT = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 DEFAULT_WINDOW = "1 minute"
 DEFAULT_ALLOWED_LATENESS = "2 minutes"
+DEFAULT_ALLOWED_FUTURE = "1 day"
 DEFAULT_WINDOW_RETENTION = "2 days"
 
 
@@ -102,6 +103,7 @@ class WindowSettings:
     length_s: int
     allowed_lateness_s: int
     retention_s: int
+    allowed_future_s: int  # a sale_date further ahead of the clock is in the future: in no window
 
 
 CHART_SPAN_S = 3600  # the dashboard charts the windows of the last hour of sale_date

@@ -4,6 +4,7 @@ and what it adds committed to the totals database with its batch id, then printe
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta
 
 from pyspark.sql import DataFrame
@@ -64,7 +65,8 @@ class TotalsSink:
         window_s = self.windows.length_s
         with short_error_on_stop(self.stop, batch_id):
             parsed = parse_orders(batch)
-            totals = batch_totals(parsed, window_s, self._late_before())
+            future_after = int(time.time()) + self.windows.allowed_future_s  # this machine's clock, per batch
+            totals = batch_totals(parsed, window_s, self._late_before(), future_after)
             counts = batch_counts(totals.collect(), windows=bool(window_s))
             if counts.rejected and self.rejected_path:
                 rejects = rejected_records(parsed).coalesce(1).write.mode("overwrite")
@@ -75,7 +77,7 @@ class TotalsSink:
             )
             self.newest_sale_at = stored.newest_sale_at
             print(format_batch(batch_id, stored.totals), flush=True)
-            if counts.rejected or counts.late or counts.undated:
+            if counts.rejected or counts.late or counts.undated or counts.future:
                 print(self._set_aside_line(batch_id, counts, stored), flush=True)
             if self.dashboard:
                 self.dashboard.show_totals(stored, counts.newest_record_at)
@@ -94,8 +96,8 @@ class TotalsSink:
         return int((self.newest_sale_at - timedelta(seconds=self.windows.allowed_lateness_s)).timestamp())
 
     def _set_aside_line(self, batch_id: int, counts: BatchCounts, stored: StoredTotals) -> str:
-        """One line for what a batch did not simply add: records rejected, orders late or without a usable
-        sale_date."""
+        """One line for what a batch did not simply add: records rejected, orders late, without a usable
+        sale_date or in the future."""
         parts = []
         if counts.rejected:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.rejected.items()))
@@ -110,6 +112,12 @@ class TotalsSink:
             parts.append(
                 f"Undated: {counts.undated} orders in batch {batch_id} ({stored.undated} since start) without a "
                 "usable sale_date, counted in the product totals only"
+            )
+        if counts.future:
+            parts.append(
+                f"Future: {counts.future} orders in batch {batch_id} ({stored.future} since start) with a sale_date "
+                f"more than {describe(self.windows.allowed_future_s)} ahead of this machine's clock, counted in the "
+                "product totals only"
             )
         return ". ".join(parts)
 

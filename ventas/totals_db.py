@@ -11,7 +11,7 @@ postgresql://...`, through psycopg 3):
 - sales over time (ventas/sale_windows.py): `window_sales(window_start, product, total_sales)` and
   `window_orders(window_start, orders, late_orders)` per window of `sale_date`, and one row of
   `sales_over_time`: the window length (fixed per database), the newest sale_date counted, and the
-  late and undated orders since the first batch.
+  late, undated and future orders since the first batch.
 
 Each micro-batch adds its sums and counts and records its batch id in one transaction. A batch that
 Spark runs again after a crash (its id already recorded) changes nothing, so a stop or a kill at any
@@ -43,6 +43,8 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 MONEY_CONTEXT = decimal.Context(prec=38, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
 CENTS = Decimal("0.01")
 NO_BATCH = -1
+# Columns added after their table's first version: added to a database created before them.
+ADDED_COLUMNS = (("sales_over_time", "future_orders", "BIGINT NOT NULL DEFAULT 0"),)
 CONNECT_TIMEOUT_S = 3  # PostgreSQL: then the consumer says it waits (a stop must not wait longer)
 BUSY_TIMEOUT_S = 2  # SQLite, held by another writer: then the consumer says it waits
 
@@ -76,6 +78,7 @@ class BatchCounts:
     windows: Mapping[datetime, WindowCounts] = field(default_factory=dict)
     undated: int = 0
     newest_sale_at: datetime | None = None
+    future: int = 0  # orders whose sale_date is more than --allowed-future ahead of the clock: in no window
 
     @property
     def late(self) -> int:
@@ -96,6 +99,7 @@ class StoredTotals:
     late: int = 0  # orders more than --allowed-lateness behind the newest sale_date of the batches before
     undated: int = 0  # orders without a usable sale_date
     newest_sale_at: datetime | None = None
+    future: int = 0  # orders whose sale_date was more than --allowed-future ahead of the clock
 
     @property
     def rejected_total(self) -> int:
@@ -117,6 +121,7 @@ class StoredTotals:
             self.late + counts.late,
             self.undated + counts.undated,
             max(newest, default=None),
+            self.future + counts.future,
         )
 
 
@@ -249,7 +254,11 @@ class TotalsDb(abc.ABC):
             fixed = self._window_seconds()
             if fixed is None:
                 self._connection().execute(
-                    self._sql("INSERT INTO sales_over_time VALUES (1, ?, NULL, 0, 0)"), (windows.length_s,)
+                    self._sql(
+                        "INSERT INTO sales_over_time (one_row, window_seconds, late_orders, undated_orders) "
+                        "VALUES (1, ?, 0, 0)"
+                    ),
+                    (windows.length_s,),
                 )
             elif fixed != windows.length_s:
                 raise TotalsDbError(
@@ -329,13 +338,13 @@ class TotalsDb(abc.ABC):
         totals = {product: Decimal(total) for product, total in cursor.fetchall()}
         cursor.execute("SELECT reason, records FROM rejected_counts")
         rejected = dict(cursor.fetchall())
-        cursor.execute("SELECT late_orders, undated_orders, newest_sale_date FROM sales_over_time")
-        late, undated, newest = cursor.fetchone() or (0, 0, None)
+        cursor.execute("SELECT late_orders, undated_orders, future_orders, newest_sale_date FROM sales_over_time")
+        late, undated, future, newest = cursor.fetchone() or (0, 0, 0, None)
         checkpoint_id, location, batch_id, orders, committed_at = progress
         when = committed_at if isinstance(committed_at, str) else _iso(committed_at)
         newest_sale_at = None if newest is None else _utc(newest)
         return StoredTotals(
-            checkpoint_id, location, batch_id, totals, orders, rejected, when, late, undated, newest_sale_at
+            checkpoint_id, location, batch_id, totals, orders, rejected, when, late, undated, newest_sale_at, future
         )
 
     def _window_seconds(self) -> int | None:
@@ -358,8 +367,11 @@ class TotalsDb(abc.ABC):
         """Add a batch's windows to those held, and prune the windows older than the retention."""
         cursor, newest = self._connection().cursor(), committed.newest_sale_at
         cursor.execute(
-            self._sql("UPDATE sales_over_time SET newest_sale_date = ?, late_orders = ?, undated_orders = ?"),
-            (newest and self._time(_iso(newest)), committed.late, committed.undated),
+            self._sql(
+                "UPDATE sales_over_time SET newest_sale_date = ?, late_orders = ?, undated_orders = ?,"
+                " future_orders = ?"
+            ),
+            (newest and self._time(_iso(newest)), committed.late, committed.undated, committed.future),
         )
         if windows:
             keys = tuple(self._time(_iso(start)) for start in windows)
@@ -458,6 +470,10 @@ class TotalsDb(abc.ABC):
         with self._transaction():
             for statement in self._schema():
                 self._connection().execute(statement)
+            for table, column, definition in ADDED_COLUMNS:
+                cursor = self._connection().execute(f"SELECT * FROM {table} LIMIT 0")
+                if column not in (described[0] for described in cursor.description):
+                    self._connection().execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @abc.abstractmethod
     def _connection(self) -> Any:

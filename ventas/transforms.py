@@ -41,9 +41,11 @@ ORDER = "order"
 REJECT_REASON = "reject_reason"
 INVALID_UTF8 = "not valid UTF-8"
 # The rows of batch_totals: what each one counts (in which window of sale_date), how many records it
-# counted, the newest Kafka timestamp and sale_date (Unix seconds) among them, and the late orders.
+# counted, the newest Kafka timestamp and sale_date (Unix seconds) among them, and the late orders and
+# the orders in the future.
 KIND, RECORDS, NEWEST_RECORD = "kind", "records", "newest_record"
 WINDOW_START, SALE_SECONDS, NEWEST_SALE, LATE_ORDERS = "window_start", "sale_seconds", "newest_sale", "late_orders"
+FUTURE_ORDERS = "future_orders"
 PRODUCT_KIND, ORDERS_KIND, REJECTED_KIND = "product", "orders", "rejected"
 # Sale times in Unix seconds, as a decimal: the late threshold is compared with them without a cast.
 SECONDS = "decimal(18,0)"
@@ -84,7 +86,9 @@ def rejected_records(parsed: DataFrame) -> DataFrame:
     )
 
 
-def batch_totals(parsed: DataFrame, window_s: int = 0, late_before: int | None = None) -> DataFrame:
+def batch_totals(
+    parsed: DataFrame, window_s: int = 0, late_before: int | None = None, future_after: int | None = None
+) -> DataFrame:
     """Everything a micro-batch adds to the totals, in one aggregation over one parse: `kind`
     "product" rows hold each product's `Total Sales` (sum of cantidad * price, decimal(38,2)); the
     "orders" rows count valid orders in `records`; a "rejected" row per reason (in `Product`) counts
@@ -92,22 +96,31 @@ def batch_totals(parsed: DataFrame, window_s: int = 0, late_before: int | None =
 
     With `window_s` (seconds), product and orders rows are per `window_start` (Unix seconds) of the
     order's sale_date, null for an order without a usable one; orders rows also hold the newest sale_date
-    and count the orders whose sale_date is before `late_before` (Unix seconds), the late ones."""
-    # A decimal literal, compared with a decimal column: Spark passes it to its generated code by reference.
-    # A long (or a cast Spark's optimizer unwraps into one) is written into the code, which was then
-    # compiled anew for each batch's threshold (test_a_new_late_threshold_compiles_no_new_code).
-    threshold = F.lit(None if late_before is None else Decimal(late_before)).cast(SECONDS)
+    and count the orders whose sale_date is before `late_before` (Unix seconds), the late ones. An order
+    whose sale_date is after `future_after` (Unix seconds) is in the future: in no window (its rows'
+    `window_start` is null) and counted in the orders rows' `future_orders`."""
+    sale = F.col(SALE_SECONDS)
+    in_future = sale > _seconds_literal(future_after)  # null, so false, without a threshold or a sale_date
     return (
         parsed.select(F.inline(_batch_entries(window_s)))
+        .withColumn(WINDOW_START, F.when(in_future, None).otherwise(F.col(WINDOW_START)))
         .groupBy(KIND, PRODUCT_COLUMN, WINDOW_START)
         .agg(
             F.sum(TOTAL_SALES_COLUMN).alias(TOTAL_SALES_COLUMN),
             F.count(F.lit(1)).alias(RECORDS),
             F.max("timestamp").alias(NEWEST_RECORD),
-            F.max(SALE_SECONDS).alias(NEWEST_SALE),
-            F.count(F.when(F.col(SALE_SECONDS) < threshold, 1)).alias(LATE_ORDERS),
+            F.max(sale).alias(NEWEST_SALE),
+            F.count(F.when(sale < _seconds_literal(late_before), 1)).alias(LATE_ORDERS),
+            F.count(F.when(in_future, 1)).alias(FUTURE_ORDERS),
         )
     )
+
+
+def _seconds_literal(seconds: int | None) -> Column:
+    """A threshold of Unix seconds, as a decimal literal compared with a decimal column: Spark passes it to
+    its generated code by reference. A long (or a cast Spark's optimizer unwraps into one) is written into
+    the code, compiled anew for each batch's threshold (test_a_new_threshold_compiles_no_new_code)."""
+    return F.lit(None if seconds is None else Decimal(seconds)).cast(SECONDS)
 
 
 def sales_totals(parsed: DataFrame) -> DataFrame:
@@ -117,7 +130,7 @@ def sales_totals(parsed: DataFrame) -> DataFrame:
 
 def batch_counts(rows: list[Row], windows: bool = False) -> BatchCounts:
     """The rows of batch_totals, collected, as what the batch adds to the totals; `windows`: they were
-    summed per window (an orders row without one counts undated orders)."""
+    summed per window (an orders row without one counts undated orders and those in the future)."""
     # Spark gives a timestamp as a naive datetime in this process's time zone; rows read from an earlier
     # version's state have none.
     fields = [row.asDict() for row in rows]
@@ -125,7 +138,7 @@ def batch_counts(rows: list[Row], windows: bool = False) -> BatchCounts:
     newest_record_at = max((when.astimezone(UTC) for when in newest if when is not None), default=None)
     totals: dict[str, Decimal] = {}
     by_window: dict[datetime, WindowCounts] = defaultdict(WindowCounts)
-    orders = undated = 0
+    orders = undated = future = 0
     sale_seconds = []
     for row in fields:
         start = row.get(WINDOW_START)
@@ -141,7 +154,9 @@ def batch_counts(rows: list[Row], windows: bool = False) -> BatchCounts:
                 by_window[window] = by_window[window].plus(WindowCounts(row[RECORDS], row[LATE_ORDERS]))
                 sale_seconds.append(int(row[NEWEST_SALE]))
             elif windows:
-                undated += row[RECORDS]
+                in_future = row.get(FUTURE_ORDERS) or 0  # none in rows of an earlier version's state
+                future += in_future
+                undated += row[RECORDS] - in_future
     return BatchCounts(
         totals,
         orders,
@@ -150,6 +165,7 @@ def batch_counts(rows: list[Row], windows: bool = False) -> BatchCounts:
         dict(by_window),
         undated,
         datetime.fromtimestamp(max(sale_seconds), UTC) if sale_seconds else None,
+        future,
     )
 
 
@@ -236,7 +252,8 @@ def _batch_entries(window_s: int) -> Column:
 
     def line_entry(line: Column) -> Column:
         quantity = F.coalesce(line[CANTIDAD], line[QUANTITY])
-        return entry(PRODUCT_KIND, line[NAME], (quantity * line[PRICE].cast(MONEY)).cast(total), window)
+        amount = (quantity * line[PRICE].cast(MONEY)).cast(total)
+        return entry(PRODUCT_KIND, line[NAME], amount, window, sale_seconds)  # sale seconds: is it in the future
 
     valid_order = F.concat(
         F.transform(F.col(ORDER)[PRODUCTS], line_entry),

@@ -198,6 +198,7 @@ function render(view) {
   byId("orders").textContent = grouped(view.orders);
   byId("late").textContent = grouped(view.late);
   byId("undated").textContent = grouped(view.undated);
+  byId("future").textContent = grouped(view.future);
   byId("rejected").textContent = grouped(view.rejected);
   lastBatchTime = view.batch_time;
   byId("batch").textContent = view.batch === null ? "" : `batch ${view.batch}`;
