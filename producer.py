@@ -44,7 +44,7 @@ from ventas.config import (
 )
 from ventas.kafka_python_workarounds import abandon, renew_producer_id_after_reset
 from ventas.orders import Order, OrderGenerator, sale_clock, wall_time
-from ventas.outages import waited_for
+from ventas.outages import clock_time, waited_for
 from ventas.sale_windows import (
     add_window_argument,
     add_zone_argument,
@@ -350,7 +350,7 @@ class BrokerWatch:
 
     def since(self, now: float) -> str:
         """The wall-clock time at which the broker stopped acknowledging, as HH:MM:SS."""
-        return (datetime.now() - timedelta(seconds=now - self.quiet_since)).strftime("%H:%M:%S")
+        return clock_time(time.time() - (now - self.quiet_since))
 
 
 @dataclass

@@ -37,6 +37,7 @@ from typing import Any
 
 from ventas.config import env
 from ventas.monitoring import Monitoring, Waiting, partitions_behind
+from ventas.outages import clock_time
 from ventas.sale_windows import CHART_SPAN_S, window_name
 from ventas.signals import print_status
 from ventas.table import sorted_totals
@@ -254,7 +255,7 @@ class DashboardState:
         """The consumer waits for `dependency` (a name of monitoring.DEPENDENCIES), unreachable for `reason`."""
         with self._changed:
             self._monitoring.waiting[dependency] = Waiting(display, reason, time.time())
-        self._update(waiting=f"Waiting for {display} since {datetime.now():%H:%M:%S}: {reason}")
+        self._update(waiting=f"Waiting for {display} since {clock_time()}: {reason}")
 
     def count_retry(self, dependency: str) -> None:
         with self._changed:

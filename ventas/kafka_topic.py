@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ventas.config import UserError, first_line
 from ventas.outages import Unavailable
-from ventas.security import KafkaSecurity, connect
+from ventas.security import BrokerUnreachable, KafkaSecurity, connect
 
 
 def latest_offsets(
@@ -42,7 +42,9 @@ def probe_topic(bootstrap_servers: str, topic: str, security: KafkaSecurity) -> 
     """Raise Unavailable, with the reason, while the topic's brokers cannot be reached."""
     try:
         latest_offsets(bootstrap_servers, topic, PROBE_TIMEOUT_S, security)
+    except BrokerUnreachable as error:
+        raise Unavailable(error.reason) from None
     except UserError as error:
-        raise Unavailable(str(error).split(" (start one with")[0]) from None
+        raise Unavailable(str(error)) from None
     except Exception as error:  # kafka-python's own, from a broker that answers half-way
         raise Unavailable(first_line(error)) from None

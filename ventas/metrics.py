@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from http import HTTPStatus
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
@@ -19,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from ventas.dashboard import DashboardState, Route
 from ventas.monitoring import BATCH_SECONDS_BOUNDS, DEPENDENCIES, Monitoring
-from ventas.outages import waited_for
+from ventas.outages import clock_time, waited_for
 from ventas.totals_db import StoredTotals
 
 METRICS_PATH, HEALTH_PATH = "/metrics", "/healthz"
@@ -33,7 +32,7 @@ def health(watched: Monitoring, stalled_after_s: float, now: float) -> tuple[boo
     if watched.failure:
         return False, f"the query failed: {watched.failure}"
     for waiting in watched.waiting.values():
-        since = f"{datetime.fromtimestamp(waiting.since):%H:%M:%S} ({waited_for(now - waiting.since)})"
+        since = f"{clock_time(waiting.since)} ({waited_for(now - waiting.since)})"
         return False, f"waiting for {waiting.display} since {since}: {waiting.reason}"
     progress_at = watched.progress_at or watched.started_at
     if now - progress_at > stalled_after_s:

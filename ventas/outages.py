@@ -42,6 +42,11 @@ class WaitStopped(Exception):
     """A stop signal arrived while waiting for a dependency."""
 
 
+def clock_time(at: float | None = None) -> str:
+    """A moment (Unix seconds; None: now) as the console and /healthz say when a wait began: '12:03:07'."""
+    return f"{datetime.now() if at is None else datetime.fromtimestamp(at):%H:%M:%S}"
+
+
 def waited_for(seconds: float) -> str:
     """A wait's length as the console says it: '45 s', '3 min'."""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds // 60:.0f} min"
@@ -65,7 +70,7 @@ class Waits:
         """`attempt()`'s result once it no longer raises Unavailable, tried after a growing pause;
         `reason`: why the dependency cannot be reached now."""
         started = time.monotonic()
-        print_status(f"consumer: waiting for {dependency.display} since {datetime.now():%H:%M:%S}: {reason}")
+        print_status(f"consumer: waiting for {dependency.display} since {clock_time()}: {reason}")
         if self.dashboard:
             self.dashboard.show_waiting(dependency.name, dependency.display, reason)
         pause = FIRST_RETRY_S

@@ -338,6 +338,14 @@ def refusal(errors: list[BaseException], security: KafkaSecurity) -> str | None:
     return None
 
 
+class BrokerUnreachable(UserError):
+    """No broker answered in time: `reason` says so, the message adds how to start one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason} (start one with: scripts/kafka-local start)")
+        self.reason = reason
+
+
 def connect(client_class: type[T], bootstrap_servers: str, security: KafkaSecurity, timeout_s: float, **settings) -> T:
     """A kafka-python client (KafkaProducer, KafkaConsumer, ...) that has reached its broker, waiting at
     most `timeout_s` for it; UserError, in one line, when it stays unreachable or refuses us (a wrong
@@ -381,10 +389,7 @@ def connect(client_class: type[T], bootstrap_servers: str, security: KafkaSecuri
         kafka_log.setLevel(level)
         kafka_log.propagate = propagate
     if isinstance(built.get("error"), KafkaTimeoutError):
-        raise UserError(
-            f"no Kafka broker reachable at {bootstrap_servers} after {timeout_s:.0f}s "
-            "(start one with: scripts/kafka-local start)"
-        )
+        raise BrokerUnreachable(f"no Kafka broker reachable at {bootstrap_servers} after {timeout_s:.0f}s")
     if "error" in built:
         raise built["error"]
     return built["client"]
