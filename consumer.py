@@ -108,6 +108,8 @@ def kafka_stream(spark: SparkSession, settings: ConsumerSettings, starting_offse
         # long rather than the client's default minute; run_query then waits for the broker.
         .option("kafka.default.api.timeout.ms", KAFKA_API_TIMEOUT_MS)
         .option("kafka.request.timeout.ms", KAFKA_REQUEST_TIMEOUT_MS)  # at most the one above, or no client
+        # A batch reading its records when Kafka goes fails after as long, not spark.network.timeout's 2 minutes.
+        .option("kafkaConsumer.pollTimeoutMs", KAFKA_API_TIMEOUT_MS)
         .options(**settings.security.spark_options())
     )
     if settings.max_offsets_per_trigger:

@@ -179,6 +179,18 @@ def read_topic(bootstrap: str, topic: str) -> list:
         consumer.close()
 
 
+def topic_totals(bootstrap: str, topic: str) -> tuple[int, dict[str, Decimal]]:
+    """The records the topic holds, all orders, and their sales per product: the ground truth when the
+    producer cannot know whether an order whose answer it never got was written."""
+    records = read_topic(bootstrap, topic)
+    assert len(records) == sum(end_offsets(bootstrap, topic).values()), "the topic was not read to its end"
+    totals: Counter[str] = Counter()
+    for record in records:
+        for line in json.loads(record.value, parse_float=Decimal)["products"]:
+            totals[line["name"]] += line["cantidad"] * Decimal(line["price"])
+    return len(records), {product: total.quantize(Decimal("0.01")) for product, total in totals.items()}
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -275,12 +287,12 @@ def lines_with(out: Path, text: str) -> list[str]:
     return [line for line in out.read_text().splitlines() if text in line]
 
 
-def wait_for_line(out: Path, process: subprocess.Popen, text: str, timeout_s: float = 120) -> str:
-    """The first line of `out` with `text` in it, once the running `process` has written it."""
+def wait_for_line(out: Path, process: subprocess.Popen, text: str, timeout_s: float = 120, count: int = 1) -> str:
+    """The `count`-th line of `out` with `text` in it, once the running `process` has written it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if lines := lines_with(out, text):
-            return lines[0]
+        if len(lines := lines_with(out, text)) >= count:
+            return lines[count - 1]
         assert process.poll() is None, f"exited with {process.returncode}: {out.read_text()[-3000:]}"
         time.sleep(0.2)
     raise AssertionError(f"no line with {text!r} after {timeout_s:g} s: {out.read_text()[-3000:]}")
