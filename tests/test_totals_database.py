@@ -5,6 +5,7 @@ the window between the two commits, a database stopped mid-stream, another check
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -26,11 +27,16 @@ from tests.helpers import (
     run_producer,
     start_consumer,
     start_producer,
+    still_running,
     stored_totals,
     summary_totals,
     wait_for_records,
     wait_for_table,
 )
+from ventas.consumer_settings import TOTALS_FILE
+from ventas.lab.daemons import process_tree
+from ventas.lab.kafka_broker import LocalBroker
+from ventas.lab.ports import free_port
 from ventas.lab.processes import ROOT, pipeline_env, signal_group, spark_submit_command, stop
 
 pytestmark = pytest.mark.integration
@@ -142,29 +148,44 @@ def test_a_second_consumer_with_another_checkpoint_is_refused(kafka_bootstrap: s
     assert stored_totals(database) == truth
 
 
-def test_without_totals_db_each_checkpoint_has_totals_of_its_own(
-    kafka_bootstrap: str, topic: str, tmp_path: Path
-) -> None:
-    """Two consumers with checkpoints of their own and no --totals-db, then one with the default
-    checkpoint (the demo's): none meets another's totals, and the default keeps its earlier file."""
-    truth = produce(kafka_bootstrap, topic, tmp_path / "summary.json", 100, 39)
-    state = tmp_path / "state"
+def test_without_totals_db_each_checkpoint_has_totals_of_its_own(own_broker: LocalBroker, tmp_path: Path) -> None:
+    """Two consumers of the seed's topic with checkpoints of their own and no --totals-db, then `make demo`
+    (the default checkpoint, on a broker of its own): none meets another's totals."""
+    topic, state = "ventas-events", tmp_path / "state"
+    truth = produce(own_broker.bootstrap, topic, tmp_path / "summary.json", 100, 39)
     env = {"XDG_STATE_HOME": str(state)}
-    runs = {
-        "first": ["--checkpoint-location", str(tmp_path / "first")],
-        "second": ["--checkpoint-location", str(tmp_path / "second")],
-        "default": [],
-    }
-    for name, checkpoint in runs.items():
-        result = run_consumer(
-            "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--available-now", *checkpoint, env=env
-        )
+    for name in ("first", "second"):
+        checkpoint = ["--checkpoint-location", str(tmp_path / name), "--available-now"]
+        result = run_consumer("--bootstrap-servers", own_broker.bootstrap, "--topic", topic, *checkpoint, env=env)
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
         assert printed_tables(result.stdout)[-1] == truth, name
-    databases = [tmp_path / "first" / "totals.sqlite3", tmp_path / "second" / "totals.sqlite3"]
-    databases.append(state / "ventas" / "totals" / f"{topic}.sqlite3")
-    assert [stored_totals(database) for database in databases] == [truth] * 3
-    assert len({query_id(database) for database in databases}) == 3
+    out, demo_db = tmp_path / "demo.txt", state / "ventas" / "totals" / f"{topic}.sqlite3"
+    demo_env = {**env, "KAFKA_PORT": str(free_port()), "DASHBOARD_PORT": "0", "PRODUCER_RATE": "50"}
+    with out.open("w") as sink:
+        demo = subprocess.Popen(
+            ["make", "--no-print-directory", "demo"],
+            cwd=ROOT,
+            env=pipeline_env(demo_env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    tree = set()
+    try:
+        wait_for_table(out, demo, timeout_s=300)
+        tree = process_tree(demo.pid)
+        os.kill(demo.pid, signal.SIGTERM)  # as a supervisor stops make
+        demo.wait(120)
+    finally:
+        signal_group(demo, signal.SIGKILL)
+    said = out.read_text()
+    assert f"demo: totals database {demo_db}" in said and "error" not in said.lower(), said[-3000:]
+    assert still_running(tree) == [], said[-3000:]
+    assert stored_totals(demo_db) == printed_tables(said)[-1]
+    databases = [tmp_path / "first" / TOTALS_FILE, tmp_path / "second" / TOTALS_FILE]
+    assert [stored_totals(database) for database in databases] == [truth] * 2
+    assert len({query_id(database) for database in [*databases, demo_db]}) == 3
 
 
 def test_an_earlier_versions_checkpoint_is_imported_once(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
