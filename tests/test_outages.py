@@ -299,37 +299,47 @@ def test_sqlite_held_by_another_writer_is_waited_out(kafka_bootstrap: str, topic
     assert stored_totals(database) == truth
 
 
-@pytest.mark.parametrize("dependency", ["Kafka", "the totals database"])
+@pytest.mark.parametrize("dependency", ["Kafka", "PostgreSQL", "SQLite held by another writer"])
 def test_a_stop_during_a_wait_ends_it_at_once(
-    dependency: str, own_broker: LocalBroker, own_postgres: LocalPostgres, tmp_path: Path
+    dependency: str, own_broker: LocalBroker, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     bootstrap, summary, out = own_broker.bootstrap, tmp_path / "summary.json", tmp_path / "consumer.txt"
-    args = consumer_args(bootstrap, TOPIC, tmp_path, "--totals-db", own_postgres.url)
+    postgres = request.getfixturevalue("own_postgres") if dependency == "PostgreSQL" else None
+    database = postgres.url if postgres else str(tmp_path / "totals.sqlite3")
+    args = consumer_args(bootstrap, TOPIC, tmp_path, "--totals-db", database)
     producer = start_producer(producer_args(bootstrap, TOPIC, summary, count=2000, rate=100, seed=55))
     consumer = start_consumer(args, out)
-    try:
-        wait_for_table(out, consumer)
-        if dependency == "Kafka":
-            # The producer gives up on orders still unacknowledged 2 minutes after its last one, which a
-            # slow wait line on a loaded machine can outlast.
-            assert producer.wait(120) == 0, producer.stderr.read()
-        (own_broker if dependency == "Kafka" else own_postgres).stop()
-        wait_for_line(out, consumer, f"consumer: waiting for {dependency} ", timeout_s=240)
-        time.sleep(3)
-        signalled = time.monotonic()
-        code = stop(consumer, signal.SIGTERM)
-        stopped_after_s = time.monotonic() - signalled
-    finally:
-        stop(consumer, signal.SIGKILL)
+    with contextlib.ExitStack() as held:
+        try:
+            wait_for_table(out, consumer)
+            if dependency == "Kafka":
+                # The producer gives up on orders still unacknowledged 2 minutes after its last one, which a
+                # slow wait line on a loaded machine can outlast.
+                assert producer.wait(120) == 0, producer.stderr.read()
+                own_broker.stop()
+            elif postgres:
+                postgres.stop()
+            else:
+                other = held.enter_context(contextlib.closing(sqlite3.connect(database, isolation_level=None)))
+                other.execute("BEGIN IMMEDIATE")
+            waiting_for = "Kafka" if dependency == "Kafka" else "the totals database"
+            wait_for_line(out, consumer, f"consumer: waiting for {waiting_for} ", timeout_s=240)
+            time.sleep(3)
+            signalled = time.monotonic()
+            code = stop(consumer, signal.SIGTERM)
+            stopped_after_s = time.monotonic() - signalled
+        finally:
+            stop(consumer, signal.SIGKILL)
     said = out.read_text()
     assert code == 0 and stopped_after_s < 5, f"exit {code} after {stopped_after_s:.1f} s: {said[-3000:]}"
     assert "Traceback" not in said, said[-3000:]
     own_broker.start()
-    own_postgres.start()
+    if postgres:
+        postgres.start()
     assert producer.wait(300) == 0, producer.stderr.read()
     truth = summary_totals(summary)
-    assert final_totals(bootstrap, TOPIC, tmp_path, "--totals-db", own_postgres.url) == truth
-    assert postgres_totals(own_postgres.url) == truth
+    assert final_totals(bootstrap, TOPIC, tmp_path, "--totals-db", database) == truth
+    assert (postgres_totals(database) if postgres else stored_totals(Path(database))) == truth
 
 
 def truth_reached(out: Path, consumer: subprocess.Popen, truth: dict[str, Decimal]) -> dict[str, Decimal]:
