@@ -131,6 +131,15 @@ def summary_totals(path: Path) -> dict[str, Decimal]:
     return {name: Decimal(total) for name, total in json.loads(path.read_text())["totals"].items()}
 
 
+def added_up(*summaries: Path) -> dict[str, Decimal]:
+    """The ground truths of several producer runs, added up."""
+    totals: dict[str, Decimal] = {}
+    for summary in summaries:
+        for name, total in summary_totals(summary).items():
+            totals[name] = totals.get(name, Decimal(0)) + total
+    return totals
+
+
 # The consumers these tests start inherit KEEP_REJECTED: `make test` runs the seed line's tests with
 # the quarantine off, so that every count of rejects is checked both ways.
 KEEPS_REJECTED = true_or_false(os.environ.get("KEEP_REJECTED", "true"))

@@ -10,12 +10,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
+    added_up,
     consumer_args,
     end_offsets,
     producer_args,
@@ -46,14 +46,6 @@ def spark_cluster(tmp_path: Path) -> Iterator[SparkCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-def added_up(*summaries: Path) -> dict[str, Decimal]:
-    totals: dict[str, Decimal] = {}
-    for summary in summaries:
-        for name, total in summary_totals(summary).items():
-            totals[name] = totals.get(name, Decimal(0)) + total
-    return totals
 
 
 def executors_of(cluster: SparkCluster, worker: int) -> list[Path]:
