@@ -282,7 +282,8 @@ def test_postgresql_stopped_for_minutes_then_restarted_twice_is_waited_out(
 
 def test_sqlite_held_by_another_writer_is_waited_out(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     summary, out, database = tmp_path / "summary.json", tmp_path / "consumer.txt", tmp_path / "totals.sqlite3"
-    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=3000, rate=100, seed=54))
+    # Orders keep coming until the end, so that a batch needs the database while the other writer holds it.
+    producer = start_producer(producer_args(kafka_bootstrap, topic, summary, count=10**9, rate=100, seed=54))
     consumer = start_consumer(consumer_args(kafka_bootstrap, topic, tmp_path), out)
     try:
         wait_for_table(out, consumer)
