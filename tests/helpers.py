@@ -24,6 +24,7 @@ from subprocess import CompletedProcess
 from ventas.config import true_or_false
 from ventas.lab.daemons import process_tree, start_time
 from ventas.lab.processes import ROOT, pipeline_env, signal_group, spark_submit_command
+from ventas.totals_db import add_money
 
 TIMEOUT_S = 300
 SEED_SAMPLE = (
@@ -135,8 +136,7 @@ def added_up(*summaries: Path) -> dict[str, Decimal]:
     """The ground truths of several producer runs, added up."""
     totals: dict[str, Decimal] = {}
     for summary in summaries:
-        for name, total in summary_totals(summary).items():
-            totals[name] = totals.get(name, Decimal(0)) + total
+        totals = add_money(totals, summary_totals(summary))
     return totals
 
 
